@@ -1,0 +1,39 @@
+"""Run ragopt's async core from synchronous code: scripts, notebooks, %timeit.
+
+Outside a running loop every call reuses one private event loop, so objects
+that bind to a loop on first use (LightRAG's locks, queues) stay valid from one
+call to the next. Inside Jupyter, where the kernel's loop is already running,
+nest-asyncio lets the call run to completion on that loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Awaitable, TypeVar
+
+T = TypeVar("T")
+
+_local = threading.local()
+
+
+def _private_loop() -> asyncio.AbstractEventLoop:
+    loop = getattr(_local, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = _local.loop = asyncio.new_event_loop()
+    return loop
+
+
+def run_sync(awaitable: Awaitable[T]) -> T:
+    """Wait for ``awaitable`` from synchronous code, in or out of a running loop."""
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is None:
+        return _private_loop().run_until_complete(awaitable)
+    import nest_asyncio
+
+    nest_asyncio.apply(running)
+    return running.run_until_complete(awaitable)
+
