@@ -166,6 +166,14 @@ class RagoptConfig:
     def replace(self, **changes: Any) -> "RagoptConfig":
         return dataclasses.replace(self, **changes)
 
+    def to_env(self) -> Dict[str, str]:
+        """The environment variables that ``from_env`` reads back into this config."""
+        env = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            env[f.metadata["env"]] = "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+        return env
+
     def to_dict(self) -> Dict[str, Any]:
         """Plain values for a run record; the API key is never written out."""
         data = dataclasses.asdict(self)

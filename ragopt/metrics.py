@@ -426,6 +426,7 @@ class Run:
             "peak_rss_mb": float(resources["rss_mb"].max()) if len(resources) else None,
             "parse_cache_hits": parse_cache.get("hits"),
             "parse_cache_misses": parse_cache.get("misses"),
+            "parse_cache_hit_rate": parse_cache.get("hit_rate"),
             "llm_cache_hits": llm_cache.get("hits", 0),
             "raganything_parse_cache_hits": self.caches.get("raganything_parse_cache", {}).get("hits", 0),
         }
