@@ -1,0 +1,30 @@
+# `make report` (the main job) and `make test`; each sets up .venv itself.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.ragopt-installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: venv report bench test clean
+
+venv: $(STAMP)
+
+# torch==2.13.0 first: it is a local CPU wheel; any other spec may pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+report: $(STAMP)
+	$(VENV)/bin/ragopt report --out reports/report.html
+
+bench: $(STAMP)
+	$(VENV)/bin/ragopt bench --baseline
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf reports .pytest_cache
