@@ -30,15 +30,21 @@ BASELINE_MODES = ("rag_batch", "rag_folder")
 RAG_FOLDER_WORKERS = 4  # the guide's own example of process_folder_complete
 
 
-async def _run_entry_point(rag: Any, mode: str, corpus: Path, config: RagoptConfig) -> None:
+async def _run_entry_point(rag: Any, mode: str, corpus: Path, config: RagoptConfig, recorder: Optional[Recorder] = None) -> None:
     output_dir = str(Path(rag.config.parser_output_dir))
     if mode == "rag_batch":
-        await rag.process_documents_with_rag_batch(
+        result = await rag.process_documents_with_rag_batch(
             file_paths=[str(p) for p in corpus_files(corpus)],
             output_dir=output_dir,
             max_workers=config.max_concurrent_files,
             show_progress=False,
         )
+        # Its pre-parse drops the files it cannot parse without a callback: record them here,
+        # or a run would count neither the files nor their failures.
+        parse_result = (result or {}).get("parse_result")
+        if recorder is not None and parse_result is not None:
+            for path in parse_result.failed_files:
+                recorder.record_event("document_error", file_path=path, stage="parse", error=parse_result.errors.get(path, "parse failed"))
     elif mode == "rag_folder":
         await rag.process_folder_complete(
             str(corpus),
@@ -77,7 +83,7 @@ async def aprofile_raganything(
     await rag._ensure_lightrag_initialized()
     recorder.start()
     try:
-        await _run_entry_point(rag, mode, corpus, config)
+        await _run_entry_point(rag, mode, corpus, config, recorder)
     finally:
         run = recorder.stop(
             mode=mode,
