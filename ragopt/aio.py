@@ -31,7 +31,15 @@ def run_sync(awaitable: Awaitable[T]) -> T:
     except RuntimeError:
         running = None
     if running is None:
-        return _private_loop().run_until_complete(awaitable)
+        loop = _private_loop()
+        task = asyncio.ensure_future(awaitable, loop=loop)
+        try:
+            return loop.run_until_complete(task)
+        except KeyboardInterrupt:
+            # Ctrl-C: let the work cancel cleanly (flush what is done) before re-raising.
+            task.cancel()
+            loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+            raise
     import nest_asyncio
 
     nest_asyncio.apply(running)

@@ -27,9 +27,9 @@ def _corpus(args: argparse.Namespace) -> Path:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from ragopt.experiments import profile_raganything
+    from ragopt.experiments import profile
 
-    run = profile_raganything(args.mode, _corpus(args), RagoptConfig.from_env())
+    run = profile(args.mode, _corpus(args), RagoptConfig.from_env())
     run.to_json(args.out)
     print(json.dumps(run.summary(), default=str))
     return 0
@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0)
 
     profile = commands.add_parser("profile", help="profile one RAG-Anything entry point and write its run record")
-    profile.add_argument("--mode", required=True, choices=["rag_batch", "rag_folder"])
+    profile.add_argument("--mode", required=True, choices=["rag_batch", "rag_folder", "ragopt"])
     profile.add_argument("--out", required=True)
     corpus_options(profile)
     profile.set_defaults(func=cmd_profile)

@@ -107,6 +107,16 @@ class RagoptConfig:
     batch_timeout_s: float = _env("BATCH_TIMEOUT", _parse_positive_float, 0.02)
     """How long the micro-batcher waits for more texts before sending a batch."""
 
+    # Orchestration optimizations of ragopt.batch (each one can be switched off for an ablation)
+    tuned_concurrency: bool = _env("RAGOPT_TUNED_CONCURRENCY", _parse_bool, True)
+    """LightRAG's knobs set from the LLM's slot count (ragopt.tuning)."""
+    llm_retries: bool = _env("RAGOPT_LLM_RETRIES", _parse_bool, True)
+    """Retry 429/timeout/5xx with exponential backoff and jitter, honouring Retry-After."""
+    adaptive_concurrency: bool = _env("RAGOPT_ADAPTIVE_CONCURRENCY", _parse_bool, False)
+    """Halve LLM requests in flight on a 429, grow back by one when calm."""
+    micro_batch_embeddings: bool = _env("RAGOPT_MICRO_BATCH_EMBEDDINGS", _parse_bool, True)
+    coalesce_flushes: bool = _env("RAGOPT_COALESCE_FLUSHES", _parse_bool, True)
+
     # Caches
     enable_parse_cache: bool = _env("ENABLE_PARSE_CACHE", _parse_bool, True)
     enable_llm_cache: bool = _env("ENABLE_LLM_CACHE", _parse_bool, True)

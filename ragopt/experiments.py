@@ -20,6 +20,7 @@ from typing import Any, Dict, Iterable, Optional
 import pandas as pd
 
 from ragopt.aio import run_sync
+from ragopt.cache import ContentCache
 from ragopt.config import RagoptConfig
 from ragopt.memory import arelease_rag
 from ragopt.metrics import Recorder, Run
@@ -27,11 +28,30 @@ from ragopt.pipeline import SUPPORTED_EXTENSIONS, Backends, build_rag, make_back
 from ragopt.workloads import corpus_files
 
 BASELINE_MODES = ("rag_batch", "rag_folder")
+MODES = BASELINE_MODES + ("ragopt",)
 RAG_FOLDER_WORKERS = 4  # the guide's own example of process_folder_complete
 
 
-async def _run_entry_point(rag: Any, mode: str, corpus: Path, config: RagoptConfig, recorder: Optional[Recorder] = None) -> None:
+def parse_cache_for(config: RagoptConfig, working_dir: Path) -> ContentCache:
+    """The run's parse cache: off, the configured folder, or a fresh one in the working dir."""
+    if not config.enable_parse_cache:
+        return ContentCache(None)
+    location = config.cache_storage or working_dir / "parse-cache"
+    return ContentCache(location, size_limit_bytes=config.cache_size_limit_bytes, ttl_hours=config.cache_ttl_hours)
+
+
+async def _run_entry_point(rag: Any, mode: str, corpus: Path, config: RagoptConfig, recorder: Recorder) -> Dict[str, Any]:
+    """Run ``mode`` on ``corpus``; returns what the run knows beyond the Recorder."""
     output_dir = str(Path(rag.config.parser_output_dir))
+    if mode == "ragopt":
+        from ragopt.batch import aingest
+        from ragopt.memory import MemoryBudget
+
+        budget = MemoryBudget(config.max_memory_mb) if config.max_memory_mb else None
+        cache = parse_cache_for(config, Path(rag.working_dir))
+        result = await aingest(rag, corpus_files(corpus), cache=cache, recorder=recorder, budget=budget, progress=False)
+        recorder.set_cache_stats("parse_cache", result.cache_stats)
+        return {"ingest": result.counts(), "memory_gate": result.memory_gate, **rag.ragopt_stats}
     if mode == "rag_batch":
         result = await rag.process_documents_with_rag_batch(
             file_paths=[str(p) for p in corpus_files(corpus)],
@@ -42,7 +62,7 @@ async def _run_entry_point(rag: Any, mode: str, corpus: Path, config: RagoptConf
         # Its pre-parse drops the files it cannot parse without a callback: record them here,
         # or a run would count neither the files nor their failures.
         parse_result = (result or {}).get("parse_result")
-        if recorder is not None and parse_result is not None:
+        if parse_result is not None:
             for path in parse_result.failed_files:
                 recorder.record_event("document_error", file_path=path, stage="parse", error=parse_result.errors.get(path, "parse failed"))
     elif mode == "rag_folder":
@@ -55,10 +75,11 @@ async def _run_entry_point(rag: Any, mode: str, corpus: Path, config: RagoptConf
             max_workers=RAG_FOLDER_WORKERS,
         )
     else:
-        raise ValueError(f"unknown baseline mode {mode!r} (expected one of {', '.join(BASELINE_MODES)})")
+        raise ValueError(f"unknown mode {mode!r} (expected one of {', '.join(MODES)})")
+    return {}
 
 
-async def aprofile_raganything(
+async def aprofile(
     mode: str,
     corpus: str | Path,
     config: Optional[RagoptConfig] = None,
@@ -66,10 +87,11 @@ async def aprofile_raganything(
     backends: Optional[Backends] = None,
     label: Optional[str] = None,
 ) -> Run:
-    """Profile one of RAG-Anything's own batch entry points on ``corpus``.
+    """Profile one ingestion of ``corpus`` under ``mode``.
 
-    ``mode`` is ``rag_batch`` (``process_documents_with_rag_batch``) or
-    ``rag_folder`` (``process_folder_complete(max_workers=4)``).
+    ``rag_batch``: RAG-Anything's ``process_documents_with_rag_batch``;
+    ``rag_folder``: its ``process_folder_complete(max_workers=4)``;
+    ``ragopt``: ``ragopt.batch.ingest`` with the optimizations ``config`` switches on.
     """
     from ragopt.backends.embedding import load_model
 
@@ -78,12 +100,13 @@ async def aprofile_raganything(
     working_dir = Path(working_dir or tempfile.mkdtemp(prefix=f"ragopt-{mode}-"))
     backends = backends or make_backends(config)
     recorder = Recorder(slots=backends.slots, label=label or mode, sample_interval_s=config.sample_interval_s)
-    rag = build_rag(config, working_dir, backends, recorder)
+    rag = build_rag(config, working_dir, backends, recorder, optimized=mode == "ragopt")
     load_model(config.embedding_device)  # model loading is set-up, not ingestion
     await rag._ensure_lightrag_initialized()
     recorder.start()
+    details: Dict[str, Any] = {}
     try:
-        await _run_entry_point(rag, mode, corpus, config, recorder)
+        details = await _run_entry_point(rag, mode, corpus, config, recorder)
     finally:
         run = recorder.stop(
             mode=mode,
@@ -93,14 +116,15 @@ async def aprofile_raganything(
             simulated=backends.simulated,
             simulator=backends.simulator.counters() if backends.simulated else None,
             config=config.to_dict(),
+            details=details,
         )
         await arelease_rag(rag)
     return run
 
 
-def profile_raganything(*args: Any, **kwargs: Any) -> Run:
-    """Blocking form of ``aprofile_raganything`` (works in Jupyter and under %timeit)."""
-    return run_sync(aprofile_raganything(*args, **kwargs))
+def profile(*args: Any, **kwargs: Any) -> Run:
+    """Blocking form of ``aprofile`` (works in Jupyter and under %timeit)."""
+    return run_sync(aprofile(*args, **kwargs))
 
 
 def run_isolated(mode: str, corpus: str | Path, out: str | Path, config: Optional[RagoptConfig] = None, timeout_s: float = 3600) -> Run:

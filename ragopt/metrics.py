@@ -171,17 +171,10 @@ class Recorder:
         LightRAG creates its storages on first use, so the flush and cache
         counters are attached right after RAG-Anything initializes it.
         """
+        from ragopt.pipeline import after_initialization
+
         rag.callback_manager.register(_callback_class(self)())
-        initialize = rag._ensure_lightrag_initialized
-
-        async def initialize_then_observe(*args: Any, **kwargs: Any):
-            result = await initialize(*args, **kwargs)
-            if rag.lightrag is not None and not getattr(rag.lightrag, "_ragopt_observed", False):
-                rag.lightrag._ragopt_observed = True
-                self._observe_storages(rag)
-            return result
-
-        rag._ensure_lightrag_initialized = initialize_then_observe
+        after_initialization(rag, lambda: self._observe_storages(rag))
 
     def _observe_storages(self, rag: Any) -> None:
         from lightrag.base import StorageNameSpace

@@ -17,6 +17,7 @@ from ragopt.backends import parser as offline_parser
 from ragopt.backends.embedding import minilm_embedding_func
 from ragopt.backends.tokenizer import offline_tokenizer
 from ragopt.config import RagoptConfig
+from ragopt.tuning import coalesce_flushes
 
 # RAG-Anything's default list leaves out HTML, which the offline parser reads.
 SUPPORTED_EXTENSIONS = sorted(offline_parser.SUPPORTED_SUFFIXES)
@@ -80,12 +81,33 @@ def make_backends(config: RagoptConfig) -> Backends:
     )
 
 
+def _optimize(config: RagoptConfig, slots: int, llm: Callable, vision: Callable, embedding: Any, stats: Dict[str, Dict[str, int]]):
+    """The model functions and LightRAG settings for the optimizations ``config`` switches on.
+
+    None of them changes the work itself: the same chunks are extracted, with
+    gleaning, and merged.
+    """
+    from ragopt.microbatch import micro_batched_embedding
+    from ragopt.retry import AdaptiveLimit, retrying
+    from ragopt.tuning import lightrag_settings
+
+    settings: Dict[str, Any] = lightrag_settings(slots, config.batch_size) if config.tuned_concurrency else {}
+    if config.llm_retries:
+        limit = AdaptiveLimit(slots) if config.adaptive_concurrency else None
+        llm = retrying(llm, stats=stats["retries"], limit=limit, seed=config.sim_seed)
+        vision = retrying(vision, stats=stats["retries"], limit=limit, seed=config.sim_seed + 1)
+    if config.micro_batch_embeddings:
+        embedding = micro_batched_embedding(embedding, config.batch_size, config.batch_timeout_s, stats["embedding_batches"])
+    return llm, vision, embedding, settings
+
+
 def build_rag(
     config: RagoptConfig,
     working_dir: str | Path,
     backends: Optional[Backends] = None,
     recorder: Any = None,
     lightrag_kwargs: Optional[Dict[str, Any]] = None,
+    optimized: bool = False,
 ):
     """A ``RAGAnything`` on ``working_dir`` using ``backends``.
 
@@ -93,15 +115,24 @@ def build_rag(
     RAG-Anything sees them (LightRAG copies them at start-up, so they cannot be
     swapped in later) and its callbacks are registered. LightRAG's own settings
     stay at their defaults unless ``lightrag_kwargs`` says otherwise: the
-    baseline is RAG-Anything as shipped.
+    baseline is RAG-Anything as shipped. With ``optimized=True`` (for
+    ``ragopt.batch.ingest``) the optimizations the config switches on are
+    applied: LLM retries, micro-batched embeddings, LightRAG tuned to the LLM's
+    slots, coalesced flushes; their counters are in ``rag.ragopt_stats``.
     """
     from raganything import RAGAnything, RAGAnythingConfig
 
     backends = backends or make_backends(config)
     working_dir = Path(working_dir)
+    stats: Dict[str, Dict[str, int]] = {"retries": {}, "embedding_batches": {}, "flushes": {}}
     llm, vision, embedding = backends.llm_func, backends.vision_func, backends.embedding_func
     if recorder is not None:
+        # Innermost, so it sees each request the service serves (every retry attempt)
+        # and each call the embedding model makes (every micro-batch).
         llm, vision, embedding = recorder.wrap_llm(llm), recorder.wrap_llm(vision), recorder.wrap_embedding(embedding)
+    settings: Dict[str, Any] = {}
+    if optimized:
+        llm, vision, embedding, settings = _optimize(config, backends.slots, llm, vision, embedding, stats)
     rag_config = RAGAnythingConfig(
         working_dir=str(working_dir),
         parser=offline_parser.register(),
@@ -111,10 +142,7 @@ def build_rag(
         max_concurrent_files=config.max_concurrent_files,
         supported_file_extensions=SUPPORTED_EXTENSIONS,
     )
-    settings: Dict[str, Any] = {
-        "tokenizer": offline_tokenizer(),
-        "enable_llm_cache": config.enable_llm_cache,
-    }
+    settings.update(tokenizer=offline_tokenizer(), enable_llm_cache=config.enable_llm_cache)
     settings.update(lightrag_kwargs or {})
     rag = RAGAnything(
         config=rag_config,
@@ -123,6 +151,24 @@ def build_rag(
         embedding_func=embedding,
         lightrag_kwargs=settings,
     )
+    rag.ragopt_stats = stats
     if recorder is not None:
         recorder.observe(rag)
+    if optimized and config.coalesce_flushes:
+        after_initialization(rag, lambda: coalesce_flushes(rag.lightrag, stats["flushes"]))
     return rag
+
+
+def after_initialization(rag: Any, hook: Callable[[], None]) -> None:
+    """Run ``hook`` once, right after RAG-Anything creates its LightRAG (storages exist then)."""
+    initialize = rag._ensure_lightrag_initialized
+    done = []
+
+    async def initialize_then_hook(*args: Any, **kwargs: Any):
+        result = await initialize(*args, **kwargs)
+        if rag.lightrag is not None and not done:
+            done.append(True)
+            hook()
+        return result
+
+    rag._ensure_lightrag_initialized = initialize_then_hook

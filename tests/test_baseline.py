@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ragopt.config import RagoptConfig
-from ragopt.experiments import BASELINE_FIGURES, BASELINE_MODES, profile_raganything
+from ragopt.experiments import BASELINE_FIGURES, BASELINE_MODES, profile
 from ragopt.metrics import Run
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
@@ -54,7 +54,7 @@ def messy_corpus(tmp_path_factory):
 def messy_runs(messy_corpus, tmp_path_factory):
     config = RagoptConfig(sim_preset="fast")
     return {
-        mode: profile_raganything(mode, messy_corpus, config, working_dir=tmp_path_factory.mktemp(f"messy-{mode}"))
+        mode: profile(mode, messy_corpus, config, working_dir=tmp_path_factory.mktemp(f"messy-{mode}"))
         for mode in BASELINE_MODES
     }
 

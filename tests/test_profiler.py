@@ -15,7 +15,7 @@ from ragopt.backends import callinfo
 from ragopt.backends.llm_server import SimulatorServer
 from ragopt.backends.llm_sim import LLMSimulator, SimulatorConfig
 from ragopt.config import RagoptConfig
-from ragopt.experiments import profile_raganything
+from ragopt.experiments import profile
 from ragopt.metrics import Recorder, Run
 from ragopt.pipeline import make_backends
 from ragopt.workloads import corpus_files
@@ -59,7 +59,7 @@ def corpus(tmp_path_factory):
 def runs(corpus, config, tmp_path_factory):
     """One baseline run per mode, each on a fresh working dir and a fresh simulator."""
     return {
-        mode: profile_raganything(mode, corpus, config, working_dir=tmp_path_factory.mktemp(f"wd-{mode}"))
+        mode: profile(mode, corpus, config, working_dir=tmp_path_factory.mktemp(f"wd-{mode}"))
         for mode in MODES
     }
 
@@ -237,7 +237,7 @@ def test_a_real_endpoint_by_configuration_alone(tmp_path):
         backends = make_backends(config)
         assert backends.simulator is None and not backends.simulated
         assert server.url in backends.description
-        run = profile_raganything("rag_folder", folder, config, working_dir=tmp_path / "wd", backends=backends)
+        run = profile("rag_folder", folder, config, working_dir=tmp_path / "wd", backends=backends)
         served = server.sim.counters()
 
     assert run.docs["status"].tolist() == ["ok"]
