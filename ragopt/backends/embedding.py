@@ -4,6 +4,13 @@ The model files come from an installed package, so nothing is fetched from a
 hub (HF_HUB_OFFLINE is set before sentence-transformers is imported). Encoding
 is CPU/GPU work: it runs in a worker thread so the event loop that drives the
 LLM calls is never blocked by it.
+
+Model calls go through a ``ragopt.gpu.AdaptiveBatcher``, one per process,
+device and starting batch size, so the batch size it learns (halved on an
+out-of-memory error, grown back after successes) carries over from one call to
+the next. When even a single text runs out of memory on an accelerator, the
+rest of that call runs on a CPU copy of the model; the accelerator's copy is
+not moved.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -21,13 +28,20 @@ MODEL_NAME = "all-MiniLM-L6-v2"
 
 _models: Dict[str, object] = {}
 _models_lock = threading.Lock()
+# (device, starting batch size) -> (batcher, lock serializing its runs)
+_batchers: Dict[Tuple[str, int], Tuple[object, threading.Lock]] = {}
+_batchers_lock = threading.Lock()
+
+
+def _resolve_device(device: Optional[str]) -> str:
+    from ragopt.gpu import choose_device
+
+    return device or choose_device()
 
 
 def load_model(device: Optional[str] = None):
     """The process-wide MiniLM instance for a device (loaded once, ~0.1 GB)."""
-    from ragopt.gpu import choose_device
-
-    device = device or choose_device()
+    device = _resolve_device(device)
     with _models_lock:
         if device not in _models:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -41,16 +55,57 @@ def load_model(device: Optional[str] = None):
         return _models[device]
 
 
-def encode(texts: List[str], device: Optional[str] = None, batch_size: int = 64) -> np.ndarray:
-    """Blocking encode of texts into unit-length float32 vectors, in input order."""
-    model = load_model(device)
-    vectors = model.encode(
+def _encode_batch(texts: Sequence[str], device: str) -> np.ndarray:
+    """One model call: the whole batch in one forward pass on ``device``'s model."""
+    vectors = load_model(device).encode(
         list(texts),
-        batch_size=batch_size,
+        batch_size=max(1, len(texts)),
         normalize_embeddings=True,
         convert_to_numpy=True,
         show_progress_bar=False,
     )
+    return np.asarray(vectors, dtype=np.float32)
+
+
+def batcher(device: Optional[str] = None, batch_size: int = 64):
+    """The process-wide ``AdaptiveBatcher`` for ``device`` starting at ``batch_size``.
+
+    Its ``batch_size`` is the size it has learned; its ``stats`` count the
+    out-of-memory errors, shrinks, grows and CPU fallbacks so far.
+    """
+    return _batcher_and_lock(_resolve_device(device), batch_size)[0]
+
+
+def _batcher_and_lock(device: str, batch_size: int):
+    from ragopt.gpu import AdaptiveBatcher
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    key = (device, batch_size)
+    with _batchers_lock:
+        if key not in _batchers:
+            _batchers[key] = (
+                AdaptiveBatcher(_encode_batch, device, start_size=batch_size, cpu_batch_size=batch_size),
+                threading.Lock(),
+            )
+        return _batchers[key]
+
+
+def encode(texts: List[str], device: Optional[str] = None, batch_size: int = 64) -> np.ndarray:
+    """Blocking encode of texts into unit-length float32 vectors, in input order.
+
+    Batches of at most ``batch_size`` texts, smaller after an out-of-memory
+    error (see ``batcher``). Calls on one device run one at a time: parallel
+    forward passes on one model only contend for the same cores or GPU memory.
+    """
+    texts = list(texts)
+    if not texts:
+        return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
+    device = _resolve_device(device)
+    load_model(device)  # load outside the batcher's lock
+    adaptive, lock = _batcher_and_lock(device, batch_size)
+    with lock:
+        vectors = adaptive.run(texts)
     return np.asarray(vectors, dtype=np.float32)
 
 

@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+import torch
+
+from ragopt.backends import embedding
+from ragopt.backends.embedding import EMBEDDING_DIM, encode, load_model, minilm_embedding_func
+
+TEXTS = [
+    "Ada Okafor of Northwind Labs presented new results on solid-state batteries.",
+    "Helios Energy opened a research office in Osaka.",
+    "short",
+    "In Lisbon, Chen Moreau signed an agreement between Orion Systems and Cedar Health covering graph databases, "
+    "protein folding and the maintenance of wind turbines across three continents over the next decade.",
+    "Vega Aerospace hired Julia Brandt.",
+    "A pilot project on edge computing run by Atlas Freight in Denver was reviewed by Ivan Novak.",
+    "Quantum Forge credits Kenji Silva with cutting the cost of carbon accounting by a third.",
+    "Riverbend University",
+    "Summit Analytics and Blue Harbor Bank co-authored a study of fraud detection.",
+    "Reykjavik",
+    "Emeka Haddad argued that satellite telemetry will matter more than clinical trial design.",
+]
+
+
+@pytest.fixture
+def fresh_batchers(monkeypatch):
+    """A batch size learned in one test must not carry into the next."""
+    monkeypatch.setattr(embedding, "_batchers", {})
+
+
+def plain_encode(texts):
+    return load_model("cpu").encode(texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+
+
+def test_vectors_equal_plain_sentence_transformers(fresh_batchers):
+    vectors = encode(TEXTS, device="cpu", batch_size=4)
+    assert vectors.shape == (len(TEXTS), EMBEDDING_DIM)
+    assert vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(vectors, plain_encode(TEXTS), atol=1e-5)
+    assert embedding.batcher("cpu", 4).stats["batch_sizes"] == [4, 4, 3]
+
+
+def test_empty_input():
+    assert encode([], device="cpu").shape == (0, EMBEDDING_DIM)
+
+
+def test_out_of_memory_shrinks_the_batch_and_keeps_the_vectors(fresh_batchers, monkeypatch):
+    expected = plain_encode(TEXTS)
+    model = load_model("cpu")
+    real_encode = model.encode
+    calls = []
+
+    def encode_with_small_memory(sentences, *args, **kwargs):
+        calls.append(len(sentences))
+        if len(sentences) > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        return real_encode(sentences, *args, **kwargs)
+
+    monkeypatch.setattr(model, "encode", encode_with_small_memory)
+    vectors = encode(TEXTS, device="cpu", batch_size=16)
+    assert vectors.shape == (len(TEXTS), EMBEDDING_DIM)
+    assert np.allclose(vectors, expected, atol=1e-5)
+    adaptive = embedding.batcher("cpu", 16)
+    assert adaptive.stats["ooms"] == 2 and adaptive.stats["shrinks"] == 2  # 16 -> 8 -> 4
+    assert calls[:2] == [11, 8]
+
+    # The learned size persists: the next call starts at 4 and runs out of memory no more.
+    ooms = adaptive.stats["ooms"]
+    again = encode(TEXTS[:8], device="cpu", batch_size=16)
+    assert np.allclose(again, expected[:8], atol=1e-5)
+    assert adaptive.stats["ooms"] == ooms
+
+
+async def test_embedding_func_for_lightrag(fresh_batchers):
+    func = minilm_embedding_func(device="cpu", batch_size=8)
+    assert func.embedding_dim == EMBEDDING_DIM
+    vectors = await func(TEXTS[:3])
+    assert np.allclose(vectors, plain_encode(TEXTS[:3]), atol=1e-5)

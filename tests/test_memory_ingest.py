@@ -1,0 +1,71 @@
+"""The memory budget and release_rag on real batch ingestion (simulated LLM, "fast" preset)."""
+
+import gc
+import uuid
+import weakref
+
+import pytest
+
+from ragopt.batch import ingest
+from ragopt.config import RagoptConfig
+from ragopt.memory import MemoryBudget, release_rag
+from ragopt.pipeline import build_rag
+from ragopt.workloads import synthetic_corpus
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return synthetic_corpus(tmp_path_factory.mktemp("corpus"), 3, seed=uuid.uuid4().int % 10_000)
+
+
+def _rag(tmp_path):
+    # A workspace of its own keeps LightRAG's process-global shared storage apart from other tests.
+    return build_rag(
+        RagoptConfig(sim_preset="fast"),
+        tmp_path / "rag",
+        optimized=True,
+        lightrag_kwargs={"workspace": f"ragopt-{uuid.uuid4().hex[:8]}"},
+    )
+
+
+class HighThenLow:
+    """An RSS reading far above the budget for the first ``high_reads`` calls, then far below."""
+
+    def __init__(self, high_reads=3):
+        self.high_reads = high_reads
+        self.calls = 0
+
+    def __call__(self):
+        self.calls += 1
+        return 10_000.0 if self.calls <= self.high_reads else 0.1
+
+
+def test_budget_holds_documents_back_then_lets_all_through(tmp_path, corpus):
+    rss = HighThenLow(high_reads=3)
+    budget = MemoryBudget(max_mb=1, rss_fn=rss, poll_s=0.02)
+    rag = _rag(tmp_path)
+    try:
+        result = ingest(rag, corpus, budget=budget, parse_workers=1, progress=False)
+    finally:
+        release_rag(rag)
+    assert result.counts() == {"ok": len(corpus), "failed": 0, "skipped": 0}, result.files
+    assert rss.calls > rss.high_reads  # the gate polled until RSS came down
+    assert budget.held_count >= 1
+    assert budget.held_seconds > 0
+    event = budget.events[0]
+    assert event.rss_mb_at_hold == 10_000.0 and event.rss_mb_at_resume == 0.1
+    assert result.memory_gate == {"held_count": budget.held_count, "held_seconds": budget.held_seconds}
+
+
+def test_ingested_rag_is_collected_after_release(tmp_path, corpus):
+    rag = _rag(tmp_path)
+    result = ingest(rag, corpus, parse_workers=1, progress=False)
+    assert result.counts()["ok"] == len(corpus)
+    assert result.memory_gate == {}  # no budget, nothing to report
+    ref = weakref.ref(rag)
+    lightrag_ref = weakref.ref(rag.lightrag)
+    release_rag(rag)
+    del rag, result
+    gc.collect()
+    assert lightrag_ref() is None, "LightRAG outlived release_rag"
+    assert ref() is None, "the RAGAnything instance outlived release_rag"
