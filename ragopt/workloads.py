@@ -131,3 +131,142 @@ def corpus_files(folder: str | Path, suffixes=None) -> List[Path]:
         p for p in Path(folder).rglob("*")
         if p.is_file() and p.suffix.lower() in suffixes and p.name != "SOURCES.md" and not p.name.startswith(".")
     )
+
+
+# --------------------------------------------------------------------------- duplicate workloads
+
+DUPLICATE_KINDS = ("renamed", "copied", "touched")
+_COPY_FOLDERS = ("archive", "shared/team-a", "inbox/2024-06")
+_FIXED_MTIME_NS = 1_700_000_000 * 10**9  # every generated file starts with this mtime
+
+
+def duplicate_workload(source_paths, out_dir: str | Path, duplicate_fraction: float, seed: int = 0) -> dict:
+    """A corpus in ``out_dir`` where ``duplicate_fraction`` of the parse requests repeat known content.
+
+    Each distinct source file is copied once into ``out_dir`` (an *original*);
+    sources with the same bytes count once. Duplicates come in three kinds, in
+    turn: *renamed* (a copy next to the original under another name),
+    *copied* (a copy under its own name in a sub-folder such as ``archive/``)
+    and *touched* (the original itself, requested again after
+    ``touch_originals`` changed its mtime; at most one per original). Every
+    generated file gets the same fixed mtime, so a run is repeatable.
+
+    The workload is two passes of parse requests: ``passes[0]`` is every file
+    on disk (``files``, sorted), then ``touch_originals(manifest)``, then
+    ``passes[1]`` requests the touched originals again. With U distinct
+    contents and D duplicate requests, D = round(f * U / (1 - f)), and
+    ``hit_rate_max`` = D / (U + D): the share of requests a cache keyed on
+    content alone can answer. Same sources, fraction and seed: same corpus.
+
+    Returns a JSON-ready manifest (paths as strings): ``files``,
+    ``originals``, ``duplicates`` (rows of path, original, kind),
+    ``duplicate_of`` (copy -> original, files on disk only), ``touched``,
+    ``passes``, ``requests``, ``duplicate_requests``, ``unique_contents``,
+    ``counts`` per kind, ``sha256`` per file, ``hit_rate_max``.
+    """
+    import hashlib
+    import os
+    import shutil
+
+    if not 0 <= duplicate_fraction < 1:
+        raise ValueError(f"duplicate_fraction must be in [0, 1), got {duplicate_fraction!r}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} is not empty; a duplicate workload needs a folder of its own")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def digest(path: Path) -> str:
+        with open(path, "rb") as file:
+            return hashlib.file_digest(file, "sha256").hexdigest()
+
+    def free_name(folder: Path, stem: str, suffix: str, keep_name: bool) -> Path:
+        """``stem`` + suffix if free (and wanted), else the first free ``stem_vN`` + suffix."""
+        candidate, n = folder / f"{stem}{suffix}", 2
+        while candidate.exists() or not keep_name:
+            candidate, n, keep_name = folder / f"{stem}_v{n}{suffix}", n + 1, True
+        return candidate
+
+    def place(source: Path, target: Path) -> str:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)  # bytes only: no mode, no timestamps
+        os.utime(target, ns=(_FIXED_MTIME_NS, _FIXED_MTIME_NS))
+        return str(target)
+
+    # Originals: one file per distinct content, in the order given.
+    sha256: dict = {}
+    originals: List[str] = []
+    seen: dict = {}
+    for source in map(Path, source_paths):
+        content = digest(source)
+        if content in seen:
+            continue
+        target = free_name(out_dir, source.stem, source.suffix, keep_name=True)
+        seen[content] = place(source, target)
+        originals.append(seen[content])
+        sha256[seen[content]] = content
+    if not originals:
+        raise ValueError("duplicate_workload needs at least one source file")
+
+    unique = len(originals)
+    n_duplicates = round(duplicate_fraction * unique / (1 - duplicate_fraction))
+    rng = random.Random(f"duplicates:{seed}")
+    touch_order = rng.sample(originals, unique)
+    duplicates: List[dict] = []
+    duplicate_of: dict = {}
+    touched: List[str] = []
+    for k in range(n_duplicates):
+        kind = DUPLICATE_KINDS[k % 3]
+        if kind == "touched" and len(touched) == unique:  # each original is touched once at most
+            kind = DUPLICATE_KINDS[k % 2]
+        if kind == "touched":
+            original = touch_order[len(touched)]
+            touched.append(original)
+            duplicates.append({"path": original, "original": original, "kind": kind})
+            continue
+        original = rng.choice(originals)
+        stem, suffix = Path(original).stem, Path(original).suffix
+        if kind == "renamed":
+            target = free_name(out_dir, stem, suffix, keep_name=False)
+        else:
+            target = free_name(out_dir / rng.choice(_COPY_FOLDERS), stem, suffix, keep_name=True)
+        path = place(Path(original), target)
+        sha256[path] = sha256[original]
+        duplicate_of[path] = original
+        duplicates.append({"path": path, "original": original, "kind": kind})
+
+    files = sorted(originals + list(duplicate_of), key=lambda p: Path(p).relative_to(out_dir).as_posix())
+    requests = len(files) + len(touched)
+    return {
+        "out_dir": str(out_dir),
+        "seed": seed,
+        "duplicate_fraction": duplicate_fraction,
+        "files": files,
+        "originals": originals,
+        "duplicates": duplicates,
+        "duplicate_of": duplicate_of,
+        "touched": touched,
+        "passes": [files, list(touched)],
+        "requests": requests,
+        "duplicate_requests": requests - unique,
+        "unique_contents": unique,
+        "counts": {"originals": unique, **{kind: sum(d["kind"] == kind for d in duplicates) for kind in DUPLICATE_KINDS}},
+        "sha256": sha256,
+        "hit_rate_max": (requests - unique) / requests,
+    }
+
+
+def touch_originals(manifest: dict) -> List[str]:
+    """Give the workload's touched originals a new mtime (bytes unchanged), as between its two passes.
+
+    The new mtime is now, or one second past the old one if that is later,
+    so it changes even on a file system with coarse timestamps. Returns the
+    touched paths.
+    """
+    import os
+    import time
+
+    for path in manifest["touched"]:
+        old = os.stat(path).st_mtime_ns
+        new = max(time.time_ns(), old + 10**9)
+        os.utime(path, ns=(new, new))
+    return list(manifest["touched"])
