@@ -41,8 +41,8 @@ from typing import Any, Dict, Iterable, List, Optional
 import pandas as pd
 
 from ragopt.aio import run_sync
-from ragopt.backends import parser as offline_parser
 from ragopt.cache import ContentCache, file_sha256
+from ragopt.parse_worker import parse_through_cache
 
 RESULT_COLUMNS = [
     "file", "doc_id", "status", "stage", "error_type", "error", "cache_hit",
@@ -70,17 +70,6 @@ class IngestResult:
 
     def counts(self) -> Dict[str, int]:
         return {status: int((self.files["status"] == status).sum()) for status in ("ok", "failed", "skipped")}
-
-
-def _parse_in_worker(path: str, output_dir: str, cache: ContentCache) -> tuple:
-    """Runs in a pool process: (content_list, cache hit, parse seconds, cache stats)."""
-    start = time.perf_counter()
-    misses_before = cache.stats()["misses"]
-    content = cache.get_or_parse(
-        path, offline_parser.parse_file, offline_parser.PARSER_NAME, offline_parser.PARSER_VERSION, output_dir=output_dir
-    )
-    hit = cache.stats()["misses"] == misses_before
-    return content, hit, time.perf_counter() - start, cache.stats()
 
 
 def content_doc_id(path: str | Path) -> str:
@@ -165,7 +154,7 @@ class _Ingestion:
 
             start = time.perf_counter()
             try:
-                content, hit, _, stats = await loop.run_in_executor(pool, _parse_in_worker, key, self.rag.config.parser_output_dir, self.cache)
+                content, hit, _, stats = await loop.run_in_executor(pool, parse_through_cache, key, self.rag.config.parser_output_dir, self.cache)
             except Exception as error:
                 self._event("parse_error", file_path=key, doc_id=doc_id, error=error)
                 return self._finish(key, "failed", "parse", error, parse_s=time.perf_counter() - start)
@@ -190,7 +179,8 @@ class _Ingestion:
         text, multimodal_items, page_intervals = separate_content_with_page_map(content)
         file_ref = self.rag._get_file_reference(path)
         start = time.perf_counter()
-        text_done = status is not None and status.get("status") == DocStatus.HANDLING  # multimodal was interrupted
+        # A previous run got past the text (multimodal was interrupted): never queue it twice.
+        text_done = status is not None and status.get("status") in (DocStatus.HANDLING, DocStatus.PROCESSED)
         if text.strip() and not text_done:
             track_id = await self._process_text(doc_id, text, file_ref, queued=status is not None)
             await self.rag._annotate_text_chunk_pages(doc_id, track_id, text, page_intervals, None, False)
@@ -316,13 +306,12 @@ async def aingest(
     coalesced flushes). ``cache`` is the parse cache (``ContentCache(None)``:
     off). ``budget`` is a ``ragopt.memory.MemoryBudget`` admission gate.
     ``start_after`` is how many queued documents start LightRAG's run (default:
-    twice the LLM slots).
+    as many as LightRAG inserts in parallel, so its first batch fills them).
     """
     started = time.perf_counter()
     init = await rag._ensure_lightrag_initialized()
     if not init or not init.get("success"):
         raise RuntimeError(f"LightRAG initialization failed: {(init or {}).get('error', 'unknown error')}")
-    slots = rag.lightrag.llm_model_max_async
     ingestion = _Ingestion(
         rag,
         [Path(p) for p in paths],
@@ -331,7 +320,7 @@ async def aingest(
         budget=budget,
         max_buffered=max_buffered,
         workers=parse_workers or max(1, os.cpu_count() or 1),
-        start_after=start_after or 2 * slots,
+        start_after=start_after or rag.lightrag.max_parallel_insert,
         progress=progress,
     )
     await ingestion.run()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
 from ragopt.backends import parser as offline_parser
+from ragopt.backends.raganything_parser import register as register_offline_parser
 from ragopt.backends.embedding import minilm_embedding_func
 from ragopt.backends.tokenizer import offline_tokenizer
 from ragopt.config import RagoptConfig
@@ -135,7 +136,7 @@ def build_rag(
         llm, vision, embedding, settings = _optimize(config, backends.slots, llm, vision, embedding, stats)
     rag_config = RAGAnythingConfig(
         working_dir=str(working_dir),
-        parser=offline_parser.register(),
+        parser=register_offline_parser(),
         parser_output_dir=str(working_dir / "parsed"),
         parse_method="auto",
         display_content_stats=False,

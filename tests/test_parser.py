@@ -20,14 +20,14 @@ from ragopt.backends.parser import (
     SUPPORTED_SUFFIXES,
     CorruptDocumentError,
     EmptyDocumentError,
-    OfflineParser,
     ParseError,
     UnsupportedFormatError,
     parse_file,
-    register,
 )
+from ragopt.backends.raganything_parser import OfflineParser, register
 
-CORPUS = Path("/work/shared/corpus/dev")
+# The shared corpus lies beside the repository (../shared), in CI as here.
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "dev"
 CORPUS_FILES = sorted(path.name for path in CORPUS.iterdir())
 PROCESS_POOL_PDFS = ["nist_fips199.pdf", "acl2020_s2orc.pdf", "the_man_without_a_body_1877.pdf"]
 
