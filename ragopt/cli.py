@@ -35,21 +35,30 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from ragopt.experiments import BASELINE_MODES, compare_runs, headline, run_isolated
+BENCHMARKS = {
+    "baseline": "bench_baseline.py",
+    "batch": "bench_batch.py",
+    "cache": "bench_cache.py",
+    "memory": "bench_memory.py",
+    "gpu": "gpu_check.py",
+}
+BENCHMARK_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
 
-    if not args.baseline:
-        print("choose what to benchmark: --baseline (see benchmarks/ for the others)", file=sys.stderr)
+
+def cmd_bench(args: argparse.Namespace, rest: List[str]) -> int:
+    """Run a script of benchmarks/ with the remaining arguments (each has --help)."""
+    import runpy
+
+    chosen = [name for name in BENCHMARKS if getattr(args, name)]
+    if len(chosen) != 1:
+        print(f"choose one benchmark: {' '.join('--' + name for name in BENCHMARKS)}", file=sys.stderr)
         return 2
-    corpus = _corpus(args)
-    out_dir = Path(args.out_dir)
-    config = RagoptConfig.from_env()
-    runs = [run_isolated(mode, corpus, out_dir / f"{mode}.json", config) for mode in BASELINE_MODES]
-    if any(run.simulated for run in runs):
-        print(f"Figures measured on the SIMULATED LLM service: {runs[0].meta['backend']}")
-    print(f"corpus: {corpus}  run records: {out_dir}")
-    print(compare_runs(runs).to_string())
-    print(json.dumps({"corpus": str(corpus), **{run.label: headline(run) for run in runs}}, default=str))
+    script = BENCHMARK_DIR / BENCHMARKS[chosen[0]]
+    sys.argv = [str(script), *rest]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as done:
+        return int(done.code or 0)
     return 0
 
 
@@ -101,11 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     corpus_options(profile)
     profile.set_defaults(func=cmd_profile)
 
-    bench = commands.add_parser("bench", help="benchmarks; the last output line is one JSON object")
-    bench.add_argument("--baseline", action="store_true", help="RAG-Anything's batch and folder modes")
-    bench.add_argument("--out-dir", default="reports/runs")
-    corpus_options(bench)
-    bench.set_defaults(func=cmd_bench)
+    bench = commands.add_parser("bench", help="run a benchmark of benchmarks/; its last output line is one JSON object")
+    for name, script in BENCHMARKS.items():
+        bench.add_argument(f"--{name}", action="store_true", help=f"benchmarks/{script} (further arguments go to it)")
+    bench.set_defaults(func=cmd_bench, passthrough=True)
 
     report = commands.add_parser("report", help="execute a notebook with papermill and export HTML")
     report.add_argument("--notebook", default="06_ablation_report")
@@ -131,9 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, rest = build_parser().parse_known_args(argv)
+    if rest and not getattr(args, "passthrough", False):
+        build_parser().error(f"unrecognized arguments: {' '.join(rest)}")
     try:
-        return args.func(args)
+        return args.func(args, rest) if getattr(args, "passthrough", False) else args.func(args)
     except ConfigError as exc:
         print(f"ragopt: {exc}", file=sys.stderr)
         return 2
