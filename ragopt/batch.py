@@ -34,6 +34,7 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
@@ -70,6 +71,23 @@ class IngestResult:
 
     def counts(self) -> Dict[str, int]:
         return {status: int((self.files["status"] == status).sum()) for status in ("ok", "failed", "skipped")}
+
+
+_pools: Dict[int, ProcessPoolExecutor] = {}
+
+
+def parse_pool(workers: int) -> ProcessPoolExecutor:
+    """The process's parse pool of ``workers`` processes, kept for later ingest calls.
+
+    Spawned, not forked: this process has threads (torch, samplers), and a fork
+    copies their locks in whatever state they are. Starting workers costs
+    seconds, so the pool outlives one call; a pool broken by a crashed worker
+    is replaced.
+    """
+    pool = _pools.get(workers)
+    if pool is None or getattr(pool, "_broken", False):
+        pool = _pools[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    return pool
 
 
 def content_doc_id(path: str | Path) -> str:
@@ -118,15 +136,13 @@ class _Ingestion:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         poller = asyncio.create_task(self._poll_text_status())
-        context = multiprocessing.get_context("spawn")  # no fork of a process with threads
-        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
         try:
             seen: Dict[str, str] = {}
             documents = []
             for path in self.paths:
                 key = str(path)
                 self.rows[key] = {"file": key, "doc_id": None, "status": None, "cache_hit": None, "_start": time.perf_counter()}
-                documents.append(asyncio.create_task(self._document(path, seen, pool, loop)))
+                documents.append(asyncio.create_task(self._document(path, seen, loop)))
             await asyncio.gather(*documents)
             await asyncio.gather(*self.pipeline_tasks)
         except BaseException:
@@ -134,10 +150,18 @@ class _Ingestion:
             raise
         finally:
             poller.cancel()
-            pool.shutdown(wait=False, cancel_futures=True)
             self.progress.close()
 
-    async def _document(self, path: Path, seen: Dict[str, str], pool: ProcessPoolExecutor, loop) -> None:
+    async def _parse(self, path: str, loop) -> tuple:
+        """Parse in the process pool; a crashed worker gets the file one more try in a fresh pool."""
+        for attempt in (1, 2):
+            try:
+                return await loop.run_in_executor(parse_pool(self.workers), parse_through_cache, path, self.rag.config.parser_output_dir, self.cache)
+            except BrokenProcessPool:
+                if attempt == 2:
+                    raise RuntimeError(f"{path}: the parser process crashed twice on this file") from None
+
+    async def _document(self, path: Path, seen: Dict[str, str], loop) -> None:
         key = str(path)
         async with self.buffer:
             try:
@@ -154,7 +178,7 @@ class _Ingestion:
 
             start = time.perf_counter()
             try:
-                content, hit, _, stats = await loop.run_in_executor(pool, parse_through_cache, key, self.rag.config.parser_output_dir, self.cache)
+                content, hit, _, stats = await self._parse(key, loop)
             except Exception as error:
                 self._event("parse_error", file_path=key, doc_id=doc_id, error=error)
                 return self._finish(key, "failed", "parse", error, parse_s=time.perf_counter() - start)
@@ -182,7 +206,7 @@ class _Ingestion:
         # A previous run got past the text (multimodal was interrupted): never queue it twice.
         text_done = status is not None and status.get("status") in (DocStatus.HANDLING, DocStatus.PROCESSED)
         if text.strip() and not text_done:
-            track_id = await self._process_text(doc_id, text, file_ref, queued=status is not None)
+            track_id = await self._process_text(doc_id, text, file_ref, previous=status)
             await self.rag._annotate_text_chunk_pages(doc_id, track_id, text, page_intervals, None, False)
         elif not text.strip():
             await self.rag._upsert_doc_status(doc_id, file_ref, status=DocStatus.HANDLING, error_msg="")
@@ -207,12 +231,17 @@ class _Ingestion:
             raise RuntimeError(f"{doc_id} ended as {final.get('status') if final else 'missing'}: {(final or {}).get('error_msg', '')}")
         return text_s, time.perf_counter() - start
 
-    async def _process_text(self, doc_id: str, text: str, file_ref: str, queued: bool) -> Optional[str]:
-        """Queue the text in LightRAG (unless a previous run queued it) and wait until it is processed."""
+    async def _process_text(self, doc_id: str, text: str, file_ref: str, previous: Optional[dict]) -> Optional[str]:
+        """Queue the text in LightRAG (unless a previous run queued it) and wait until it is processed.
+
+        A record left by a previous run (pending, processing or failed) is
+        picked up by LightRAG's next run; its old outcome does not count, only
+        one written after this call.
+        """
         track_id = None
         waiter = asyncio.get_running_loop().create_future()
-        self.waiting_text[doc_id] = waiter
-        if not queued:
+        self.waiting_text[doc_id] = (waiter, (previous or {}).get("updated_at"))
+        if previous is None:
             track_id = await self.lightrag.apipeline_enqueue_documents(input=text, ids=doc_id, file_paths=file_ref)
         self._maybe_start_pipeline()
         record = await waiter
@@ -253,10 +282,13 @@ class _Ingestion:
             records = await self.lightrag.doc_status.get_by_ids(ids)
             idle = not pipeline.get("busy") and not pipeline.get("request_pending")
             for doc_id, record in zip(ids, records):
-                status = (record or {}).get("status")
+                waiter, stale_update = self.waiting_text[doc_id]
+                record = record or {}
+                if record.get("updated_at") == stale_update:
+                    continue  # still the previous run's record
                 # LightRAG retries a FAILED text on its next run: final only once it is idle.
-                if status == "processed" or (status == "failed" and idle):
-                    waiter = self.waiting_text.pop(doc_id)
+                if record.get("status") == "processed" or (record.get("status") == "failed" and idle):
+                    del self.waiting_text[doc_id]
                     if not waiter.done():
                         waiter.set_result(record)
             if idle and self.waiting_text and all(t.done() for t in self.pipeline_tasks):
@@ -278,7 +310,9 @@ class _Ingestion:
 
 
 def _fully_processed(status: Optional[dict]) -> bool:
-    return bool(status) and status.get("status") == "processed" and status.get("multimodal_processed", True) is not False
+    """Text and multimodal stage both done. LightRAG rewrites the record without
+    ``multimodal_processed`` when it finishes the text, so a missing flag means not done."""
+    return bool(status) and status.get("status") == "processed" and status.get("multimodal_processed") is True
 
 
 def _progress(total: int, enabled: bool):

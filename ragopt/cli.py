@@ -29,7 +29,7 @@ def _corpus(args: argparse.Namespace) -> Path:
 def cmd_profile(args: argparse.Namespace) -> int:
     from ragopt.experiments import profile
 
-    run = profile(args.mode, _corpus(args), RagoptConfig.from_env())
+    run = profile(args.mode, _corpus(args), RagoptConfig.from_env(), working_dir=args.working_dir)
     run.to_json(args.out)
     print(json.dumps(run.summary(), default=str))
     return 0
@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     profile = commands.add_parser("profile", help="profile one RAG-Anything entry point and write its run record")
     profile.add_argument("--mode", required=True, choices=["rag_batch", "rag_folder", "ragopt"])
     profile.add_argument("--out", required=True)
+    profile.add_argument("--working-dir", help="RAG storage folder (default: a fresh temporary one)")
     corpus_options(profile)
     profile.set_defaults(func=cmd_profile)
 

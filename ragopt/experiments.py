@@ -127,11 +127,14 @@ def profile(*args: Any, **kwargs: Any) -> Run:
     return run_sync(aprofile(*args, **kwargs))
 
 
-def run_isolated(mode: str, corpus: str | Path, out: str | Path, config: Optional[RagoptConfig] = None, timeout_s: float = 3600) -> Run:
+def run_isolated(mode: str, corpus: str | Path, out: str | Path, config: Optional[RagoptConfig] = None,
+                 working_dir: Optional[str | Path] = None, timeout_s: float = 3600) -> Run:
     """Run one mode in a fresh Python process and load the run record it writes."""
     config = config or RagoptConfig.from_env()
     env = {**os.environ, **config.to_env(), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     command = [sys.executable, "-m", "ragopt.cli", "profile", "--mode", mode, "--corpus", str(corpus), "--out", str(out)]
+    if working_dir is not None:
+        command += ["--working-dir", str(working_dir)]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout_s)
     if completed.returncode != 0:
         raise RuntimeError(f"{mode} run failed (exit {completed.returncode}):\n{completed.stderr[-4000:]}")

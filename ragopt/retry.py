@@ -72,24 +72,32 @@ class AdaptiveLimit:
             self._waiters.append(waiter)
             try:
                 await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake()  # it was woken, then cancelled: pass the turn on
+                raise
             finally:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
         self.in_flight += 1
 
-    def release(self, rate_limited: bool) -> None:
+    def release(self, outcome: str) -> None:
+        """``outcome``: "ok", "rate_limited" (halves the limit) or "error" (neither)."""
         self.in_flight -= 1
-        if rate_limited:
+        if outcome == "rate_limited":
             self._successes = 0
             self._set(max(self.minimum, self.limit // 2))
-        else:
+        elif outcome == "ok":
             self._successes += 1
             if self._successes >= self.grow_after and self.limit < self.maximum:
                 self._successes = 0
                 self._set(self.limit + 1)
-        for waiter in self._waiters[: max(0, self.limit - self.in_flight)]:
-            if not waiter.done():
-                waiter.set_result(None)
+        self._wake()
+
+    def _wake(self) -> None:
+        free = self.limit - self.in_flight
+        for waiter in [w for w in self._waiters if not w.done()][: max(0, free)]:
+            waiter.set_result(None)
 
     def _set(self, limit: int) -> None:
         if limit != self.limit:
@@ -113,11 +121,13 @@ def retrying(
         while True:
             if limit is not None:
                 await limit.acquire()
-            rate_limited = False
+            outcome = "error"
             try:
-                return await func(*args, **kwargs)
+                result = await func(*args, **kwargs)
+                outcome = "ok"
+                return result
             except TRANSIENT_ERRORS as error:
-                rate_limited = isinstance(error, openai.RateLimitError)
+                outcome = "rate_limited" if isinstance(error, openai.RateLimitError) else "error"
                 name = type(error).__name__
                 stats[name] = stats.get(name, 0) + 1
                 if attempt >= policy.max_attempts:
@@ -126,7 +136,7 @@ def retrying(
                 delay = policy.delay_s(attempt, error, rng)
             finally:
                 if limit is not None:
-                    limit.release(rate_limited)
+                    limit.release(outcome)
             stats["retries"] = stats.get("retries", 0) + 1
             attempt += 1
             await asyncio.sleep(delay)

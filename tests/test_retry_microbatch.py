@@ -106,20 +106,41 @@ def test_adaptive_limit_halves_on_429_and_grows_back():
     async def scenario():
         limit = AdaptiveLimit(8, minimum=1, grow_after=3)
         seen = []
-        for rate_limited in (True, True, True, True):
+        for _ in range(4):
             await limit.acquire()
-            limit.release(rate_limited=rate_limited)
+            limit.release("rate_limited")
             seen.append(limit.limit)
         assert seen == [4, 2, 1, 1]  # halves, never below the minimum
         for _ in range(3 * 7):
             await limit.acquire()
-            limit.release(rate_limited=False)
+            limit.release("ok")
         assert limit.limit == 8  # +1 after every 3 successes, up to the maximum
         for _ in range(10):
             await limit.acquire()
-            limit.release(rate_limited=False)
+            limit.release("ok")
         assert limit.limit == 8
         assert [value for _, value in limit.history] == [8, 4, 2, 1, 2, 3, 4, 5, 6, 7, 8]
+        await limit.acquire()
+        limit.release("rate_limited")
+        for _ in range(5):  # an error that is not a 429 neither shrinks nor grows it
+            await limit.acquire()
+            limit.release("error")
+        assert limit.limit == 4
+
+    asyncio.run(scenario())
+
+
+def test_adaptive_limit_passes_on_a_wake_up_its_waiter_never_used():
+    async def scenario():
+        limit = AdaptiveLimit(1)
+        await limit.acquire()
+        woken_then_cancelled = asyncio.create_task(limit.acquire())
+        next_in_line = asyncio.create_task(limit.acquire())
+        await asyncio.sleep(0)
+        limit.release("ok")  # wakes the first waiter...
+        woken_then_cancelled.cancel()  # ...which is cancelled before it runs
+        await asyncio.wait_for(next_in_line, 1.0)
+        assert limit.in_flight == 1
 
     asyncio.run(scenario())
 
