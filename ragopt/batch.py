@@ -114,6 +114,7 @@ class _Ingestion:
         self.pipeline_started = False
         self.pipeline_tasks: List[asyncio.Task] = []
         self.cache_stats: List[Dict[str, Any]] = []
+        self.chunks_done = 0
         self.progress = _progress(len(paths), progress)
 
     # -- bookkeeping ---------------------------------------------------------
@@ -130,7 +131,17 @@ class _Ingestion:
         event = {"ok": "document_complete", "failed": "document_error", "skipped": "document_skipped"}[status]
         self._event(event, file_path=path, doc_id=row["doc_id"], stage=stage, duration_s=row["latency_s"], error=row.get("error"))
         self.progress.update(1)
-        self.progress.set_postfix_str(f"ok {sum(r['status'] == 'ok' for r in self.rows.values())}")
+        self._show_progress()
+
+    def _show_progress(self) -> None:
+        """Documents done (by the bar), chunks of processed text, LLM calls in flight."""
+        done = [r["status"] for r in self.rows.values()]
+        llm = getattr(self.rag, "ragopt_stats", {}).get("llm", {})
+        self.progress.set_postfix(
+            ok=done.count("ok"), failed=done.count("failed"), chunks=self.chunks_done,
+            llm_in_flight=llm.get("in_flight", "?"), refresh=False,
+        )
+        self.progress.refresh()
 
     # -- stages ----------------------------------------------------------------
     async def run(self) -> None:
@@ -276,6 +287,7 @@ class _Ingestion:
         pipeline = await get_namespace_data("pipeline_status", workspace=getattr(self.lightrag, "workspace", None))
         while True:
             await asyncio.sleep(STATUS_POLL_S)
+            self._show_progress()
             if not self.waiting_text:
                 continue
             ids = list(self.waiting_text)
@@ -288,6 +300,7 @@ class _Ingestion:
                     continue  # still the previous run's record
                 # LightRAG retries a FAILED text on its next run: final only once it is idle.
                 if record.get("status") == "processed" or (record.get("status") == "failed" and idle):
+                    self.chunks_done += record.get("chunks_count") or 0
                     del self.waiting_text[doc_id]
                     if not waiter.done():
                         waiter.set_result(record)

@@ -97,9 +97,24 @@ def _optimize(config: RagoptConfig, slots: int, llm: Callable, vision: Callable,
         limit = AdaptiveLimit(slots) if config.adaptive_concurrency else None
         llm = retrying(llm, stats=stats["retries"], limit=limit, seed=config.sim_seed)
         vision = retrying(vision, stats=stats["retries"], limit=limit, seed=config.sim_seed + 1)
+    llm, vision = _counted(llm, stats["llm"]), _counted(vision, stats["llm"])
     if config.micro_batch_embeddings:
         embedding = micro_batched_embedding(embedding, config.batch_size, config.batch_timeout_s, stats["embedding_batches"])
     return llm, vision, embedding, settings
+
+
+def _counted(func: Callable, counters: Dict[str, int]) -> Callable:
+    """``func`` counting its calls and those in flight (for the progress bar)."""
+
+    async def counted(*args: Any, **kwargs: Any):
+        counters["calls"] += 1
+        counters["in_flight"] += 1
+        try:
+            return await func(*args, **kwargs)
+        finally:
+            counters["in_flight"] -= 1
+
+    return counted
 
 
 def build_rag(
@@ -125,7 +140,7 @@ def build_rag(
 
     backends = backends or make_backends(config)
     working_dir = Path(working_dir)
-    stats: Dict[str, Dict[str, int]] = {"retries": {}, "embedding_batches": {}, "flushes": {}}
+    stats: Dict[str, Dict[str, int]] = {"retries": {}, "embedding_batches": {}, "flushes": {}, "llm": {"calls": 0, "in_flight": 0}}
     llm, vision, embedding = backends.llm_func, backends.vision_func, backends.embedding_func
     if recorder is not None:
         # Innermost, so it sees each request the service serves (every retry attempt)
