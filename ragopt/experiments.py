@@ -93,7 +93,7 @@ async def aprofile(
     ``rag_folder``: its ``process_folder_complete(max_workers=4)``;
     ``ragopt``: ``ragopt.batch.ingest`` with the optimizations ``config`` switches on.
     """
-    from ragopt.backends.embedding import load_model
+    from ragopt.backends.embedding import preload
 
     config = config or RagoptConfig.from_env()
     corpus = Path(corpus)
@@ -101,7 +101,7 @@ async def aprofile(
     backends = backends or make_backends(config)
     recorder = Recorder(slots=backends.slots, label=label or mode, sample_interval_s=config.sample_interval_s)
     rag = build_rag(config, working_dir, backends, recorder, optimized=mode == "ragopt")
-    load_model(config.embedding_device)  # model loading is set-up, not ingestion
+    preload(config.embedding_device)  # model loading is set-up, not ingestion
     await rag._ensure_lightrag_initialized()
     recorder.start()
     details: Dict[str, Any] = {}

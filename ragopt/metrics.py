@@ -416,7 +416,8 @@ class Run:
             "storage_flushes": len(self.flushes),
             "storage_flush_s": float(self.flushes["duration_s"].sum()),
             "cpu_pct_all_cores": float(resources["cpu_pct"].mean()) if len(resources) else None,
-            "peak_rss_mb": float(resources["rss_mb"].max()) if len(resources) else None,
+            # The process and its children: the parse pool and the embedding worker.
+            "peak_rss_mb": float(resources["total_rss_mb"].max()) if len(resources) else None,
             "parse_cache_hits": parse_cache.get("hits"),
             "parse_cache_misses": parse_cache.get("misses"),
             "parse_cache_hit_rate": parse_cache.get("hit_rate"),

@@ -39,14 +39,13 @@ def slot_occupancy(runs: List) -> go.Figure:
 
 
 def rss_timeline(runs: List) -> go.Figure:
-    """Resident memory (the process and its children) over time."""
+    """Resident memory of the process and its children (parse pool, embedding worker) over time."""
     fig = go.Figure()
     for run in runs:
         resources = run.resources
         if resources.empty:
             continue
-        total = resources["rss_mb"] + resources.get("children_rss_mb", 0)
-        fig.add_scatter(x=resources["t_s"], y=total, mode="lines", name=run.label)
+        fig.add_scatter(x=resources["t_s"], y=resources["total_rss_mb"], mode="lines", name=run.label)
     fig.update_layout(title=_title("RSS over time", runs), xaxis_title="seconds since start", yaxis_title="MB")
     return fig
 

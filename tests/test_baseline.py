@@ -8,7 +8,6 @@ documents of the corpus at all: neither mode picks them up.
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,33 +18,14 @@ from ragopt.config import RagoptConfig
 from ragopt.experiments import BASELINE_FIGURES, BASELINE_MODES, profile
 from ragopt.metrics import Run
 
-SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
-GOOD_PDF = "fbi_nics_firearm_checks_2015-11.pdf"  # one page, text layer, no images
-
-ALPHA = (
-    "Ada Okafor of Northwind Labs presented new results on solid-state batteries at a workshop in Lisbon.\n"
-    "Helios Energy opened a research office in Osaka to study fraud detection, led by Brian Lindqvist.\n"
-)
-BETA = "# Beta\n\nChen Moreau signed an agreement between Orion Systems and Cedar Health covering graph databases.\n"
-
-# file name -> words its error message must contain (besides the file's path)
-BAD_FILES = {
-    "empty.txt": "empty",
-    "corrupt.pdf": "not a valid PDF",
-    "garbage.txt": "binary",
-}
+from corpora import BAD_FILES, GOOD_FILES, write_bad_files, write_good_files  # noqa: E402  (tests/ is on sys.path)
 
 
 @pytest.fixture(scope="session")
 def messy_corpus(tmp_path_factory):
     folder = tmp_path_factory.mktemp("messy-corpus")
-    (folder / "alpha.txt").write_text(ALPHA, encoding="utf-8")
-    (folder / "beta.md").write_text(BETA, encoding="utf-8")
-    shutil.copyfile(SAMPLE / GOOD_PDF, folder / GOOD_PDF)
-    (folder / "empty.txt").write_bytes(b"")
-    noise = bytes((i * 7919 + 13) % 256 for i in range(4096))  # fixed "random" bytes, NULs included
-    (folder / "corrupt.pdf").write_bytes(noise)
-    (folder / "garbage.txt").write_bytes(noise[::-1])
+    write_good_files(folder)
+    write_bad_files(folder)
     (folder / "notes.xyz").write_text("a format no parser reads\n", encoding="utf-8")
     return folder
 
@@ -81,7 +61,7 @@ def test_each_bad_file_gets_a_failed_row_naming_the_file_and_the_reason(messy_ru
 def test_good_files_in_the_same_run_are_still_ingested(messy_runs, mode):
     run = messy_runs[mode]
     rows = _rows_by_name(run)
-    for name in ("alpha.txt", "beta.md", GOOD_PDF):
+    for name in GOOD_FILES:
         assert rows[name].status == "ok", f"{mode}: {name}: {rows[name].error}"
         assert rows[name].error is None
     summary = run.summary()

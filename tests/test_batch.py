@@ -13,8 +13,6 @@ keeps JSON storage data in process-global shared state keyed by workspace.
 import asyncio
 import json
 import os
-import random
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -31,24 +29,16 @@ from ragopt.memory import arelease_rag, release_rag
 from ragopt.pipeline import build_rag
 from ragopt.workloads import synthetic_corpus
 
-SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
-GOOD_PDF = "fbi_nics_firearm_checks_2015-11.pdf"  # one page, text layer, no images
-ALPHA = (
-    "Ada Okafor of Northwind Labs presented new results on solid-state batteries at a workshop in Lisbon.\n"
-    "Helios Energy opened a research office in Osaka to study fraud detection, led by Brian Lindqvist.\n"
-)
-BETA = "# Beta\n\nChen Moreau signed an agreement between Orion Systems and Cedar Health covering graph databases.\n"
-# file name -> words its error message must contain (besides the file's path)
-BAD_FILES = {"empty.txt": "empty", "random.pdf": "not a valid PDF", "nul.txt": "binary"}
-GOOD_FILES = ("alpha.txt", "beta.md", GOOD_PDF)
+from corpora import ALPHA, BAD_FILES, BETA, GOOD_FILES, write_bad_files, write_good_files  # noqa: E402
+
 FAST = RagoptConfig(sim_preset="fast")
 
 
 @pytest.fixture(scope="module", autouse=True)
 def embedding_model():
-    from ragopt.backends.embedding import load_model
+    from ragopt.backends.embedding import preload
 
-    load_model(None)  # once for the module, not inside the first test's ingest
+    preload(None)  # once for the module, not inside the first test's ingest
 
 
 def doc_status_on_disk(working_dir) -> dict:
@@ -85,13 +75,9 @@ def rows_by_name(result) -> dict:
 @pytest.fixture(scope="module")
 def messy(tmp_path_factory):
     folder = tmp_path_factory.mktemp("messy")
-    (folder / "alpha.txt").write_text(ALPHA, encoding="utf-8")
-    (folder / "beta.md").write_text(BETA, encoding="utf-8")
-    shutil.copyfile(SAMPLE / GOOD_PDF, folder / GOOD_PDF)
+    write_good_files(folder)
     (folder / "zz_alpha_copy.txt").write_text(ALPHA, encoding="utf-8")  # same bytes, another name
-    (folder / "empty.txt").write_bytes(b"")
-    (folder / "random.pdf").write_bytes(random.Random(7).randbytes(4096))
-    (folder / "nul.txt").write_bytes(b"\x00" * 512)
+    write_bad_files(folder)
     working_dir = tmp_path_factory.mktemp("messy-w")
     rag = build_rag(FAST, working_dir, optimized=True)
     try:

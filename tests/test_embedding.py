@@ -76,3 +76,13 @@ async def test_embedding_func_for_lightrag(fresh_batchers):
     assert func.embedding_dim == EMBEDDING_DIM
     vectors = await func(TEXTS[:3])
     assert np.allclose(vectors, plain_encode(TEXTS[:3]), atol=1e-5)
+
+
+def test_the_embedding_worker_process_returns_the_in_process_vectors():
+    import asyncio
+
+    texts = ["A worker process encodes these.", "Same vectors as in this process, in the same order."]
+    in_worker = asyncio.run(minilm_embedding_func(device="cpu")(texts))
+    in_process = asyncio.run(minilm_embedding_func(device="cpu", in_process=True)(texts))
+    assert in_worker.shape == (2, EMBEDDING_DIM)
+    assert np.allclose(in_worker, in_process, atol=1e-5)
