@@ -17,8 +17,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# Notebook 06 on the committed sample with the default simulator preset;
+# e.g. make report REPORT_PARAMETERS='{"repeats": 3, "variants": "all"}'
+REPORT_PARAMETERS ?= {"repeats": 2, "variants": "core"}
+
 report: $(STAMP)
-	$(VENV)/bin/ragopt report --out reports/report.html
+	$(VENV)/bin/ragopt report --notebook 06_ablation_report --out reports/report.html --parameters '$(REPORT_PARAMETERS)'
 
 bench: $(STAMP)
 	$(VENV)/bin/ragopt bench --baseline
