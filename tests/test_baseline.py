@@ -18,7 +18,7 @@ from ragopt.config import RagoptConfig
 from ragopt.experiments import BASELINE_FIGURES, BASELINE_MODES, profile
 from ragopt.metrics import Run
 
-from corpora import BAD_FILES, GOOD_FILES, write_bad_files, write_good_files  # noqa: E402  (tests/ is on sys.path)
+from corpora import ALPHA, BAD_FILES, BETA, GOOD_FILES, write_bad_files, write_good_files  # noqa: E402  (tests/ is on sys.path)
 
 
 @pytest.fixture(scope="session")
