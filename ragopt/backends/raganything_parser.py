@@ -10,11 +10,12 @@ from typing import Set
 
 from raganything.parser import Parser, register_parser
 
-from ragopt.backends.parser import HTML_SUFFIXES, PARSER_NAME, TEXT_SUFFIXES, parse_file
+from ragopt.backends import parser as offline
+from ragopt.backends.parser import HTML_SUFFIXES, PARSER_NAME, TEXT_SUFFIXES
 
 
 class OfflineParser(Parser):
-    """RAG-Anything parser over :func:`parse_file`; every method dispatches by suffix.
+    """RAG-Anything parser over :func:`ragopt.backends.parser.parse_file` (looked up at call time); every method dispatches by suffix.
 
     The format sets tell RAG-Anything's BatchParser which files to pick up.
     parse_image raises UnsupportedFormatError rather than NotImplementedError,
@@ -31,22 +32,22 @@ class OfflineParser(Parser):
         return True
 
     def parse_document(self, file_path, method="auto", output_dir=None, lang=None, **kwargs):
-        return parse_file(file_path, output_dir, **kwargs)
+        return offline.parse_file(file_path, output_dir, **kwargs)
 
     def parse_pdf(self, pdf_path, output_dir=None, method="auto", lang=None, **kwargs):
-        return parse_file(pdf_path, output_dir, **kwargs)
+        return offline.parse_file(pdf_path, output_dir, **kwargs)
 
     def parse_office_doc(self, doc_path, output_dir=None, lang=None, **kwargs):
-        return parse_file(doc_path, output_dir, **kwargs)
+        return offline.parse_file(doc_path, output_dir, **kwargs)
 
     def parse_text_file(self, text_path, output_dir=None, lang=None, **kwargs):
-        return parse_file(text_path, output_dir, **kwargs)
+        return offline.parse_file(text_path, output_dir, **kwargs)
 
     def parse_html(self, html_path, output_dir=None, lang=None, **kwargs):
-        return parse_file(html_path, output_dir, **kwargs)
+        return offline.parse_file(html_path, output_dir, **kwargs)
 
     def parse_image(self, image_path, output_dir=None, lang=None, **kwargs):
-        return parse_file(image_path, output_dir, **kwargs)
+        return offline.parse_file(image_path, output_dir, **kwargs)
 
 
 def register() -> str:
