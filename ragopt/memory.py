@@ -571,7 +571,8 @@ async def arelease_rag(rag: Any, drop_shared_state: bool = True) -> None:
     1. ``atexit.unregister(rag.close)``: RAG-Anything 1.4.3 registers every
        instance's ``close`` with atexit, and that bound method keeps the whole
        instance (LightRAG, storages, caches) alive until the interpreter exits.
-    2. ``await rag.finalize_storages()``: flushes caches to disk and closes storages.
+    2. ``await rag.finalize_storages()``: flushes caches to disk and closes
+       storages; then LightRAG's model-call queue workers are stopped.
     3. Drops the instance's references to LightRAG, its caches and modal
        processors, so they are freed even while the caller still holds ``rag``.
        The instance stays usable: the next call re-initializes LightRAG.
@@ -590,6 +591,8 @@ async def arelease_rag(rag: Any, drop_shared_state: bool = True) -> None:
     lightrag = rag.lightrag
     try:
         await rag.finalize_storages()
+        if lightrag is not None:
+            await _stop_queue_workers(lightrag)
     finally:
         rag.modal_processors = {}
         rag.context_extractor = None
@@ -600,6 +603,23 @@ async def arelease_rag(rag: Any, drop_shared_state: bool = True) -> None:
             await _drop_workspace_shared_state(lightrag.workspace)
         del lightrag
         gc.collect()
+
+
+async def _stop_queue_workers(lightrag: Any) -> None:
+    """Stop the worker tasks LightRAG starts for its rate-limited model functions.
+
+    ``priority_limit_async_func_call`` gives each wrapped function worker tasks
+    on the event loop and a ``shutdown`` coroutine; left running, they keep the
+    functions and what they reference alive on a notebook kernel's loop.
+    """
+    embedding = getattr(lightrag, "embedding_func", None)
+    for func in (getattr(lightrag, "llm_model_func", None), embedding, getattr(embedding, "func", None)):
+        shutdown = getattr(func, "shutdown", None)
+        if shutdown is not None:
+            try:
+                await shutdown()
+            except RuntimeError:
+                pass  # its workers live on another event loop and end with it
 
 
 def release_rag(rag: Any, drop_shared_state: bool = True) -> None:
