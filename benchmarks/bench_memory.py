@@ -4,32 +4,37 @@
 
 The LLM is SIMULATED (ragopt's in-process LLM service, preset "fast": K=8
 slots, 10 ms to first token); embeddings are the real MiniLM model on CPU (or
-the GPU if there is one), parsing is ragopt's offline parser. Each part runs
-in a fresh Python process, so one part's memory never colours another's.
+the GPU if there is one) through ``ragopt.backends.embedding``, parsing is
+ragopt's offline parser. Each part runs in a fresh Python process, so one
+part's memory never colours another's.
+
+RSS is that of the whole process tree: this process plus the workers ragopt
+keeps for it (the parse pool and, where the embedder has one, the embedding
+worker that holds the model). Each is also shown apart.
 
 (a) Soak: ``--docs`` small synthetic documents go through ``ragopt.batch.ingest``
     into ONE RAGAnything, ``--batch`` documents per call. After every call,
-    ``gc.collect()`` and this process's RSS are sampled (``ragopt.memory.soak``)
-    and the RSS slope after warm-up is fitted, in MB per 100 documents (target
-    <= 1). Beside it, to tell a leak from growth that is not one:
+    ``gc.collect()`` and the memory figures are sampled (``ragopt.memory.soak``)
+    and slopes after warm-up are fitted, in MB per 100 documents; the target
+    for RSS is <= 1. Beside it, to tell a leak from growth that is not one:
     * the slope of LightRAG's storage files on disk: its default storages
       (JSON KV, NanoVectorDB, NetworkX graph) hold all their data in memory,
       so RSS grows with the data itself;
-    * the live heap: glibc malloc's bytes in use (``mallinfo2``) plus the
-      bytes in Python's small-object allocator's used blocks
-      (``sys._debugmallocstats``), both read without disturbing anything;
-    * malloc's bytes freed but held: memory that torch, numpy or the JSON
-      code freed stays in malloc's arenas, and so in RSS, until
-      ``malloc_trim``. RSS growth there is allocator retention, not live
-      data; RSS after one ``malloc_trim(0)`` at the end shows the difference.
+    * the live heap of this process and of the embedding worker: glibc
+      malloc's bytes in use (``mallinfo2``) plus the bytes in Python's
+      small-object allocator's used blocks (``sys._debugmallocstats``), read
+      without disturbing anything;
+    * malloc's bytes freed but held, per process: memory that torch, numpy or
+      the JSON code freed stays in malloc's arenas, and so in RSS, until
+      ``malloc_trim``. Growth there is allocator retention, not live data;
+      RSS after one ``malloc_trim(0)`` at the end shows the difference.
 (b) Cycles: ``--cycles`` times build a RAGAnything on a fresh working dir,
     ingest a tiny corpus, then release it, all in one process. RSS after the
     last cycle vs after the first (target: within 5%), with
     ``ragopt.memory.release_rag``, and with RAG-Anything's own behaviour
     (``del rag; gc.collect()``: its atexit hook and LightRAG's process-global
-    shared storage keep every instance's data alive). The live heap per cycle
-    is printed beside RSS: it shows what is still held without the allocator's
-    noise.
+    shared storage keep every instance's data alive). This process's live
+    heap is shown beside RSS: what is still held, without allocator noise.
 
 Prints a table per part, then, as the last line, one JSON object.
 """
@@ -57,7 +62,6 @@ import numpy as np
 import pandas as pd
 
 MB = 1024 * 1024
-
 SIM_PRESET = "fast"
 TINY_CORPUS_DOCS = 3
 SOAK_TARGET_MB_PER_100 = 1.0
@@ -71,51 +75,13 @@ def _quiet() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def _rss_mb() -> float:
-    from ragopt.memory import process_tree_rss_mb
-
-    # This process only: each ingest call's parse pool is shut down without waiting.
-    return process_tree_rss_mb(include_children=False)
-
-
-def _storage_mb(working_dir: Path) -> float:
-    """LightRAG's storage files (KV JSON, vector DB JSON, graphml; in the workspace's folder): the data it holds in memory.
-
-    The parser's output folder is left out: it is on disk only.
-    """
-    parsed = working_dir / "parsed"
-    files = (p for p in working_dir.rglob("*") if p.is_file() and parsed not in p.parents)
-    return sum(p.stat().st_size for p in files) / (1024 * 1024)
-
-
-def _errors(result) -> list:
-    failed = result.files[result.files["status"] != "ok"]
-    return [f"{row.file}: {row.stage} {row.error_type}: {str(row.error).strip()[:200]}" for row in failed.itertuples()]
-
-
 def _config():
     from ragopt.config import RagoptConfig
 
     return RagoptConfig(sim_preset=SIM_PRESET)
 
 
-def _build(working_dir: Path):
-    from ragopt.pipeline import build_rag
-
-    # A workspace of its own per instance: without release, LightRAG's shared
-    # storage would otherwise hand one cycle's documents to the next.
-    return build_rag(
-        _config(), working_dir, optimized=True, lightrag_kwargs={"workspace": f"bench-{uuid.uuid4().hex[:8]}"}
-    )
-
-
-def _warm_up_model() -> None:
-    from ragopt.backends.embedding import encode
-
-    encode(["warm up"], _config().embedding_device, _config().batch_size)
-
-
-# --------------------------------------------------------------------------- glibc malloc
+# --------------------------------------------------------------------------- memory of one process
 
 
 class _MallInfo2(ctypes.Structure):
@@ -130,21 +96,6 @@ def _libc():
         return libc
     except (OSError, AttributeError):  # not glibc, or glibc < 2.33
         return None
-
-
-def _malloc_mb() -> dict:
-    """glibc malloc's view of this process (all arenas): bytes in use, and bytes freed but still held.
-
-    Memory that C/C++ code (torch, numpy, the JSON parser) freed stays in
-    malloc's arenas and so in RSS; growth of ``malloc_free_mb`` is that
-    retention, not live data. Small Python objects (<= 512 bytes) live in
-    pymalloc's own mmap'd arenas and count in neither figure.
-    """
-    libc = _libc()
-    if libc is None:
-        return {"malloc_in_use_mb": float("nan"), "malloc_free_mb": float("nan")}
-    info = libc.mallinfo2()
-    return {"malloc_in_use_mb": (info.uordblks + info.hblkhd) / MB, "malloc_free_mb": info.fordblks / MB}
 
 
 def _pymalloc_mb() -> float:
@@ -166,26 +117,103 @@ def _pymalloc_mb() -> float:
     return float("nan")
 
 
-def _heap_mb() -> dict:
-    """Live heap (malloc in use + pymalloc blocks in use) and malloc's freed-but-held bytes."""
-    heap = _malloc_mb()
-    heap["live_heap_mb"] = heap.pop("malloc_in_use_mb") + _pymalloc_mb()
-    return heap
+def process_memory(trim: bool = False) -> dict:
+    """This process: RSS, live heap, and malloc's bytes freed but held (all arenas), in MB.
 
+    The live heap is malloc's bytes in use plus pymalloc's used blocks (small
+    Python objects live in pymalloc's own mmap'd arenas, outside malloc).
+    With ``trim``, ``malloc_trim(0)`` first hands malloc's free memory back
+    to the OS. Picklable, so it also runs in the embedding worker.
+    """
+    import psutil
 
-def _rss_after_malloc_trim() -> float:
-    """Hand malloc's free memory back to the OS (``malloc_trim(0)``), then read RSS: the memory still in use."""
     libc = _libc()
-    if libc is not None:
+    if trim and libc is not None:
         libc.malloc_trim(0)
-    return _rss_mb()
+    out = {"rss_mb": psutil.Process().memory_info().rss / MB, "live_mb": float("nan"), "free_mb": float("nan")}
+    if libc is not None:
+        info = libc.mallinfo2()
+        out["live_mb"] = (info.uordblks + info.hblkhd) / MB + _pymalloc_mb()
+        out["free_mb"] = info.fordblks / MB
+    return out
 
 
-def _slope_per_100(frame, column: str) -> float:
+def _embedding_worker():
+    """The embedder's worker process, if it has one (an executor), else None."""
+    from ragopt.backends import embedding
+
+    factory = getattr(embedding, "embedding_worker", None)
+    return factory(_config().embedding_device) if factory is not None else None
+
+
+def memory_snapshot(trim: bool = False) -> dict:
+    """The process tree's RSS, and this process, the embedding worker and the parse pool apart.
+
+    Keys: rss_mb (tree), main_rss_mb, main_live_mb, main_free_mb, embed_rss_mb,
+    embed_live_mb, embed_free_mb (NaN when the embedder runs in this process),
+    parse_rss_mb (the rest of the tree: the parse pool).
+    """
+    from ragopt.memory import process_tree_rss_mb
+
+    main = process_memory(trim)
+    worker = _embedding_worker()
+    embed = worker.submit(process_memory, trim).result() if worker is not None else dict.fromkeys(main, float("nan"))
+    tree = process_tree_rss_mb(include_children=True)
+    snapshot = {"rss_mb": tree}
+    snapshot.update({f"main_{key}": value for key, value in main.items()})
+    snapshot.update({f"embed_{key}": value for key, value in embed.items()})
+    snapshot["parse_rss_mb"] = tree - main["rss_mb"] - np.nan_to_num(embed["rss_mb"])
+    return snapshot
+
+
+def _warm_up_model() -> None:
+    """Load the embedding model before measuring, wherever the embedder keeps it."""
+    from ragopt.backends import embedding
+
+    if hasattr(embedding, "preload"):
+        embedding.preload(_config().embedding_device)
+    else:
+        embedding.encode(["warm up"], _config().embedding_device, _config().batch_size)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _storage_mb(working_dir: Path) -> float:
+    """LightRAG's storage files (KV JSON, vector DB JSON, graphml, in the workspace's folder).
+
+    The parser's output folder is left out: it is on disk only.
+    """
+    parsed = working_dir / "parsed"
+    files = (p for p in working_dir.rglob("*") if p.is_file() and parsed not in p.parents)
+    return sum(p.stat().st_size for p in files) / MB
+
+
+def _errors(result) -> list:
+    failed = result.files[result.files["status"] != "ok"]
+    return [f"{row.file}: {row.stage} {row.error_type}: {str(row.error).strip()[:200]}" for row in failed.itertuples()]
+
+
+def _build(working_dir: Path):
+    from ragopt.pipeline import build_rag
+
+    # A workspace of its own per instance: without release, LightRAG's shared
+    # storage would otherwise hand one cycle's documents to the next.
+    return build_rag(
+        _config(), working_dir, optimized=True, lightrag_kwargs={"workspace": f"bench-{uuid.uuid4().hex[:8]}"}
+    )
+
+
+def _slope_per_100(frame: pd.DataFrame, column: str) -> float:
+    if frame[column].isna().any():
+        return float("nan")
     return float(np.polyfit(frame["docs"], frame[column], 1)[0]) * 100
 
 
 # --------------------------------------------------------------------------- (a) soak
+
+SOAK_SLOPES = ["rss_mb", "main_rss_mb", "embed_rss_mb", "parse_rss_mb", "storage_mb",
+               "main_live_mb", "main_free_mb", "embed_live_mb", "embed_free_mb"]
 
 
 def run_soak(docs: int, batch: int, warmup_batches: int) -> dict:
@@ -200,30 +228,29 @@ def run_soak(docs: int, batch: int, warmup_batches: int) -> dict:
         working_dir = root / "rag"
         rag = _build(working_dir)
         _warm_up_model()
-        extra, errors = [], []
+        rows, errors = [], []
         started = time.perf_counter()
 
         def next_batch() -> None:
-            index = len(extra)
+            index = len(rows)
             batch_started = time.perf_counter()
             result = ingest(rag, batches[index], progress=False)
             errors.extend(_errors(result))
-            extra.append({
+            rows.append({
                 "docs": sum(len(b) for b in batches[: index + 1]),
                 "failed": result.counts()["failed"],
                 "batch_s": time.perf_counter() - batch_started,
             })
 
         def sample() -> float:  # soak() calls it after gc.collect()
-            extra[-1].update(storage_mb=_storage_mb(working_dir), **_heap_mb())
-            return _rss_mb()
+            rows[-1].update(storage_mb=_storage_mb(working_dir), **memory_snapshot())
+            return rows[-1]["rss_mb"]
 
         result = soak(next_batch, len(batches), warmup=warmup_batches, rss_fn=sample)
         wall_s = time.perf_counter() - started
-        frame = pd.concat([result.frame, pd.DataFrame(extra)], axis=1)
+        frame = pd.DataFrame(rows).assign(warmup=result.frame["warmup"].to_numpy())
         fitted = frame[~frame["warmup"]]
-        rss_end = _rss_mb()
-        rss_end_trimmed = _rss_after_malloc_trim()
+        trimmed = memory_snapshot(trim=True)
         release_rag(rag)
         return {
             "docs": docs,
@@ -233,13 +260,10 @@ def run_soak(docs: int, batch: int, warmup_batches: int) -> dict:
             "errors": errors[:5],
             "wall_s": wall_s,
             "s_per_doc": wall_s / docs,
-            "rss_slope_mb_per_100_docs": _slope_per_100(fitted, "rss_mb"),
-            "storage_slope_mb_per_100_docs": _slope_per_100(fitted, "storage_mb"),
-            "live_heap_slope_mb_per_100_docs": _slope_per_100(fitted, "live_heap_mb"),
-            "malloc_free_slope_mb_per_100_docs": _slope_per_100(fitted, "malloc_free_mb"),
-            "rss_end_mb": rss_end,
-            "rss_end_after_malloc_trim_mb": rss_end_trimmed,
-            "rows": frame[["docs", "batch_s", "rss_mb", "live_heap_mb", "malloc_free_mb", "storage_mb", "warmup"]].to_dict("records"),
+            "slopes_mb_per_100_docs": {column: _slope_per_100(fitted, column) for column in SOAK_SLOPES},
+            "end": rows[-1],
+            "end_after_malloc_trim": trimmed,
+            "rows": frame.drop(columns=["failed"]).to_dict("records"),
         }
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -269,8 +293,8 @@ def run_cycles(cycles: int, release: bool) -> dict:
                 release_rag(rag)
             del rag
             gc.collect()
-            rows.append({"cycle": cycle + 1, "rss_mb": _rss_mb(), "not_ok": not_ok, **_heap_mb()})
-        rss = [row["rss_mb"] for row in rows]
+            rows.append({"cycle": cycle + 1, "not_ok": not_ok, **memory_snapshot()})
+        first, last = rows[0], rows[-1]
         return {
             "cycles": cycles,
             "release": release,
@@ -278,9 +302,10 @@ def run_cycles(cycles: int, release: bool) -> dict:
             "errors": errors[:5],
             "wall_s": time.perf_counter() - started,
             "rows": rows,
-            "growth_pct": 100.0 * (rss[-1] - rss[0]) / rss[0],
-            "live_heap_growth_mb": rows[-1]["live_heap_mb"] - rows[0]["live_heap_mb"],
-            "rss_end_after_malloc_trim_mb": _rss_after_malloc_trim(),
+            "growth_pct": 100.0 * (last["rss_mb"] - first["rss_mb"]) / first["rss_mb"],
+            "main_growth_pct": 100.0 * (last["main_rss_mb"] - first["main_rss_mb"]) / first["main_rss_mb"],
+            "main_live_growth_mb": last["main_live_mb"] - first["main_live_mb"],
+            "end_after_malloc_trim": memory_snapshot(trim=True),
         }
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -304,6 +329,56 @@ def _simulator_description() -> str:
     return make_backends(_config()).description
 
 
+def _report_soak(out: dict) -> None:
+    number = lambda v: f"{v:.1f}"  # noqa: E731
+    print(f"\n(a) soak: {out['docs']} documents in batches of {out['batch']} into one RAGAnything "
+          f"({out['wall_s']:.0f} s, {out['s_per_doc']:.2f} s/doc, failed {out['failed_docs']}); "
+          f"the first {out['warmup_batches']} batches are warm-up, left out of the slopes. MB:")
+    columns = ["docs", "batch_s", "rss_mb", "main_rss_mb", "embed_rss_mb", "parse_rss_mb", "storage_mb",
+               "main_live_mb", "main_free_mb", "embed_live_mb", "embed_free_mb", "warmup"]
+    frame = pd.DataFrame(out["rows"])[columns]
+    frame.columns = [c.replace("_mb", "") for c in columns]
+    print(frame.to_string(index=False, float_format=number))
+    for error in out["errors"]:
+        print(f"  failed: {error}")
+    slopes = out["slopes_mb_per_100_docs"]
+    notes = [
+        ("rss_mb", "RSS, whole process tree", f"target <= {SOAK_TARGET_MB_PER_100:g}"),
+        ("main_rss_mb", "  RSS, this process", "LightRAG and its in-memory storages, the event loop"),
+        ("embed_rss_mb", "  RSS, embedding worker", "the model and its forward passes"),
+        ("parse_rss_mb", "  RSS, parse pool", ""),
+        ("storage_mb", "LightRAG storage on disk", "the data itself; its storages hold all of it in memory"),
+        ("main_live_mb", "live heap, this process", "malloc in use + Python objects"),
+        ("main_free_mb", "freed but held, this process", "malloc's retention, not live data"),
+        ("embed_live_mb", "live heap, embedding worker", ""),
+        ("embed_free_mb", "freed but held, embedding worker", ""),
+    ]
+    print("slopes after warm-up, MB per 100 documents:")
+    for key, name, note in notes:
+        print(f"  {name:<34}{slopes[key]:8.2f}   {note}")
+    end, trimmed = out["end"], out["end_after_malloc_trim"]
+    print(f"RSS at the end -> after malloc_trim(0): this process {end['main_rss_mb']:.0f} -> {trimmed['main_rss_mb']:.0f} MB, "
+          f"embedding worker {end['embed_rss_mb']:.0f} -> {trimmed['embed_rss_mb']:.0f} MB")
+
+
+def _report_cycles(cycles: int, release: dict, plain: dict) -> None:
+    print(f"\n(b) {cycles} cycles of build / ingest {TINY_CORPUS_DOCS} docs / release, one process, fresh working dir each. MB:")
+    table = pd.DataFrame({"cycle": [row["cycle"] for row in release["rows"]]})
+    for label, out in (("release_rag", release), ("del+gc", plain)):
+        table[f"rss {label}"] = [row["rss_mb"] for row in out["rows"]]
+        table[f"this process {label}"] = [row["main_rss_mb"] for row in out["rows"]]
+        table[f"live heap {label}"] = [row["main_live_mb"] for row in out["rows"]]
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+    for error in release["errors"] + plain["errors"]:
+        print(f"  not ok: {error}")
+    print(f"RSS growth, first -> last cycle, process tree: release_rag {release['growth_pct']:+.1f}% "
+          f"(target within {CYCLES_TARGET_PCT:g}%); RAG-Anything's own del rag + gc.collect() {plain['growth_pct']:+.1f}%")
+    print(f"  this process: release_rag {release['main_growth_pct']:+.1f}%, del+gc {plain['main_growth_pct']:+.1f}%; "
+          f"its live heap: release_rag {release['main_live_growth_mb']:+.1f} MB, del+gc {plain['main_live_growth_mb']:+.1f} MB")
+    print(f"  this process's RSS at the end after malloc_trim(0): release_rag {release['end_after_malloc_trim']['main_rss_mb']:.0f} MB, "
+          f"del+gc {plain['end_after_malloc_trim']['main_rss_mb']:.0f} MB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=1000, help="documents in the soak (default 1000)")
@@ -318,6 +393,8 @@ def main() -> None:
         args.warmup_batches = max(2, batches // 5)
     if batches - args.warmup_batches < 2:
         parser.error(f"need at least 2 batches after {args.warmup_batches} warm-up batches: raise --docs or lower --batch")
+    if args.cycles < 2:
+        parser.error("need at least 2 cycles")
 
     if args.part:  # a child process: one part, its result as one JSON line
         _quiet()
@@ -334,44 +411,11 @@ def main() -> None:
     soak_out = _in_fresh_process("soak", args)
     release_out = _in_fresh_process("release", args)
     plain_out = _in_fresh_process("raganything", args)
-    number = lambda v: f"{v:.1f}"  # noqa: E731
+    _report_soak(soak_out)
+    _report_cycles(args.cycles, release_out, plain_out)
 
-    print(f"\n(a) soak: {soak_out['docs']} documents in batches of {soak_out['batch']} into one RAGAnything "
-          f"({soak_out['wall_s']:.0f} s, {soak_out['s_per_doc']:.2f} s/doc, failed {soak_out['failed_docs']}); "
-          f"the first {soak_out['warmup_batches']} batches are warm-up, left out of the slopes")
-    print(pd.DataFrame(soak_out["rows"]).to_string(index=False, float_format=number))
-    for error in soak_out["errors"]:
-        print(f"  failed: {error}")
-    slopes = [
-        ("RSS", soak_out["rss_slope_mb_per_100_docs"], f"target <= {SOAK_TARGET_MB_PER_100:g}"),
-        ("LightRAG storage on disk", soak_out["storage_slope_mb_per_100_docs"], "the data itself; its storages hold it all in memory"),
-        ("live heap", soak_out["live_heap_slope_mb_per_100_docs"], "malloc in use + Python objects: what is really held"),
-        ("malloc freed but held", soak_out["malloc_free_slope_mb_per_100_docs"], "allocator retention, not live data"),
-    ]
-    print("slopes after warm-up, MB per 100 documents:")
-    for name, value, note in slopes:
-        print(f"  {name:<26}{value:8.2f}   {note}")
-    print(f"RSS at the end {soak_out['rss_end_mb']:.0f} MB; after malloc_trim(0) {soak_out['rss_end_after_malloc_trim_mb']:.0f} MB")
-
-    print(f"\n(b) {args.cycles} cycles of build / ingest {TINY_CORPUS_DOCS} docs / release, one process, fresh working dir each")
-    cycles = pd.DataFrame({
-        "cycle": [row["cycle"] for row in release_out["rows"]],
-        "rss_mb release_rag": [row["rss_mb"] for row in release_out["rows"]],
-        "live_heap_mb release_rag": [row["live_heap_mb"] for row in release_out["rows"]],
-        "rss_mb del+gc": [row["rss_mb"] for row in plain_out["rows"]],
-        "live_heap_mb del+gc": [row["live_heap_mb"] for row in plain_out["rows"]],
-    })
-    print(cycles.to_string(index=False, float_format=number))
-    for error in release_out["errors"] + plain_out["errors"]:
-        print(f"  not ok: {error}")
-    print(f"RSS growth first -> last cycle: release_rag {release_out['growth_pct']:+.1f}% "
-          f"(target within {CYCLES_TARGET_PCT:g}%); RAG-Anything's own del rag + gc.collect() {plain_out['growth_pct']:+.1f}%")
-    print(f"live heap growth first -> last cycle: release_rag {release_out['live_heap_growth_mb']:+.1f} MB, "
-          f"del+gc {plain_out['live_heap_growth_mb']:+.1f} MB")
-    print(f"RSS at the end after malloc_trim(0): release_rag {release_out['rss_end_after_malloc_trim_mb']:.0f} MB, "
-          f"del+gc {plain_out['rss_end_after_malloc_trim_mb']:.0f} MB")
-
-    first_last = lambda out: [round(out["rows"][0]["rss_mb"], 1), round(out["rows"][-1]["rss_mb"], 1)]  # noqa: E731
+    slopes = soak_out["slopes_mb_per_100_docs"]
+    rounded = lambda value, digits=1: None if value != value else round(value, digits)  # noqa: E731  (NaN -> null)
     summary = {
         "llm": llm,
         "simulated_llm": True,
@@ -380,21 +424,22 @@ def main() -> None:
         "soak_warmup_batches": soak_out["warmup_batches"],
         "soak_failed_docs": soak_out["failed_docs"],
         "soak_s_per_doc": round(soak_out["s_per_doc"], 3),
-        "soak_rss_slope_mb_per_100_docs": round(soak_out["rss_slope_mb_per_100_docs"], 3),
-        "soak_storage_slope_mb_per_100_docs": round(soak_out["storage_slope_mb_per_100_docs"], 3),
-        "soak_live_heap_slope_mb_per_100_docs": round(soak_out["live_heap_slope_mb_per_100_docs"], 3),
-        "soak_malloc_free_slope_mb_per_100_docs": round(soak_out["malloc_free_slope_mb_per_100_docs"], 3),
-        "soak_rss_first_last_mb": [round(soak_out["rows"][0]["rss_mb"], 1), round(soak_out["rows"][-1]["rss_mb"], 1)],
-        "soak_rss_end_after_malloc_trim_mb": round(soak_out["rss_end_after_malloc_trim_mb"], 1),
+        "soak_rss_slope_mb_per_100_docs": rounded(slopes["rss_mb"], 3),
+        "soak_storage_slope_mb_per_100_docs": rounded(slopes["storage_mb"], 3),
+        **{f"soak_{key.removesuffix('_mb')}_slope_mb_per_100_docs": rounded(value, 3)
+           for key, value in slopes.items() if key not in ("rss_mb", "storage_mb")},
+        "soak_rss_first_last_mb": [rounded(soak_out["rows"][0]["rss_mb"]), rounded(soak_out["rows"][-1]["rss_mb"])],
+        "soak_main_rss_end_after_malloc_trim_mb": rounded(soak_out["end_after_malloc_trim"]["main_rss_mb"]),
+        "soak_embed_rss_end_after_malloc_trim_mb": rounded(soak_out["end_after_malloc_trim"]["embed_rss_mb"]),
         "cycles": args.cycles,
         "release_cycles_rss_growth_pct": round(release_out["growth_pct"], 2),
         "raganything_cycles_rss_growth_pct": round(plain_out["growth_pct"], 2),
-        "release_cycles_rss_first_last_mb": first_last(release_out),
-        "raganything_cycles_rss_first_last_mb": first_last(plain_out),
-        "release_cycles_live_heap_growth_mb": round(release_out["live_heap_growth_mb"], 1),
-        "raganything_cycles_live_heap_growth_mb": round(plain_out["live_heap_growth_mb"], 1),
-        "release_cycles_rss_end_after_malloc_trim_mb": round(release_out["rss_end_after_malloc_trim_mb"], 1),
-        "raganything_cycles_rss_end_after_malloc_trim_mb": round(plain_out["rss_end_after_malloc_trim_mb"], 1),
+        "release_cycles_rss_first_last_mb": [rounded(release_out["rows"][0]["rss_mb"]), rounded(release_out["rows"][-1]["rss_mb"])],
+        "raganything_cycles_rss_first_last_mb": [rounded(plain_out["rows"][0]["rss_mb"]), rounded(plain_out["rows"][-1]["rss_mb"])],
+        "release_cycles_main_rss_growth_pct": round(release_out["main_growth_pct"], 2),
+        "raganything_cycles_main_rss_growth_pct": round(plain_out["main_growth_pct"], 2),
+        "release_cycles_main_live_heap_growth_mb": rounded(release_out["main_live_growth_mb"]),
+        "raganything_cycles_main_live_heap_growth_mb": rounded(plain_out["main_live_growth_mb"]),
         "cycles_not_ok_docs": release_out["not_ok_docs"] + plain_out["not_ok_docs"],
         "wall_s": round(time.perf_counter() - started, 1),
     }
