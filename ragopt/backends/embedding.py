@@ -2,8 +2,9 @@
 
 The model files come from an installed package, so nothing is fetched from a
 hub (HF_HUB_OFFLINE is set before sentence-transformers is imported). Encoding
-is CPU/GPU work: it runs in a worker thread so the event loop that drives the
-LLM calls is never blocked by it.
+is CPU/GPU work: ``minilm_embedding_func`` runs it in a worker process
+(``embedding_worker``; a thread with ``in_process=True``) so the event loop
+that drives the LLM calls is never blocked by it.
 
 Model calls go through a ``ragopt.gpu.AdaptiveBatcher``, one per process,
 device and starting batch size, so the batch size it learns (halved on an
