@@ -50,7 +50,6 @@ RESULT_COLUMNS = [
     "parse_s", "text_s", "multimodal_s", "latency_s",
 ]
 STATUS_POLL_S = 0.05
-PARSES_PER_WORKER = 50
 
 
 @dataclass
@@ -83,14 +82,12 @@ def parse_pool(workers: int) -> ProcessPoolExecutor:
     Spawned, not forked: this process has threads (torch, samplers), and a fork
     copies their locks in whatever state they are. Starting workers costs
     seconds, so the pool outlives one call; a pool broken by a crashed worker
-    is replaced. A worker is replaced after ``PARSES_PER_WORKER`` files: in a
-    soak of 100 documents the parse pool's RSS grew 47 MB per 100 documents.
+    is replaced. Workers are not recycled with ``max_tasks_per_child``: on
+    Python 3.11 that can leave queued tasks with no worker, and ingest hangs.
     """
     pool = _pools.get(workers)
     if pool is None or getattr(pool, "_broken", False):
-        pool = _pools[workers] = ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=PARSES_PER_WORKER
-        )
+        pool = _pools[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
     return pool
 
 
