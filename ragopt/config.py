@@ -116,6 +116,8 @@ class RagoptConfig:
     """Halve LLM requests in flight on a 429, grow back by one when calm."""
     micro_batch_embeddings: bool = _env("RAGOPT_MICRO_BATCH_EMBEDDINGS", _parse_bool, True)
     coalesce_flushes: bool = _env("RAGOPT_COALESCE_FLUSHES", _parse_bool, True)
+    write_behind_vectors: bool = _env("RAGOPT_WRITE_BEHIND_VECTORS", _parse_bool, True)
+    """Vector writes are embedded in batches in the background; a newer write of an id replaces a pending one."""
 
     # Caches
     enable_parse_cache: bool = _env("ENABLE_PARSE_CACHE", _parse_bool, True)

@@ -199,6 +199,7 @@ OPTIMIZATIONS = {
     "tuned concurrency": "tuned_concurrency",
     "embedding micro-batching": "micro_batch_embeddings",
     "coalesced flushes": "coalesce_flushes",
+    "write-behind vectors": "write_behind_vectors",
     "parse cache": "enable_parse_cache",
     "LLM retries": "llm_retries",
 }

@@ -6,6 +6,7 @@ and parsers that take a batch size (e.g. MinerU), via ``batch_size_for``.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 logger = logging.getLogger(__name__)
+BATCH_HISTORY = 1024  # batch sizes kept in AdaptiveBatcher.stats
 
 
 class DeviceUnavailableError(RuntimeError):
@@ -186,7 +188,8 @@ class AdaptiveBatcher:
     Every item is processed exactly once in the output and order is kept.
     The current batch size carries over between ``run`` calls; the CPU
     fallback does not. ``stats`` accumulates: ooms, shrinks, grows,
-    fallbacks, and batch_sizes (the size of every successful batch).
+    fallbacks, and batch_sizes (the sizes of the last ``BATCH_HISTORY``
+    successful batches: a long-lived batcher must not grow with its calls).
     """
 
     def __init__(
@@ -211,7 +214,8 @@ class AdaptiveBatcher:
         self.cpu_batch_size = cpu_batch_size
         self.grow_after = grow_after
         self.cpu_fallback = cpu_fallback
-        self.stats: Dict[str, Any] = {"ooms": 0, "shrinks": 0, "grows": 0, "fallbacks": 0, "batch_sizes": []}
+        self.stats: Dict[str, Any] = {"ooms": 0, "shrinks": 0, "grows": 0, "fallbacks": 0,
+                                      "batch_sizes": collections.deque(maxlen=BATCH_HISTORY)}
 
     def run(self, items: Iterable[Any]) -> Any:
         items = list(items)

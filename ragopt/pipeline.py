@@ -19,6 +19,7 @@ from ragopt.backends.embedding import minilm_embedding_func
 from ragopt.backends.tokenizer import offline_tokenizer
 from ragopt.config import RagoptConfig
 from ragopt.tuning import coalesce_flushes
+from ragopt.writebehind import write_behind_vectors
 
 # RAG-Anything's default list leaves out HTML, which the offline parser reads.
 SUPPORTED_EXTENSIONS = sorted(offline_parser.SUPPORTED_SUFFIXES)
@@ -134,13 +135,15 @@ def build_rag(
     baseline is RAG-Anything as shipped. With ``optimized=True`` (for
     ``ragopt.batch.ingest``) the optimizations the config switches on are
     applied: LLM retries, micro-batched embeddings, LightRAG tuned to the LLM's
-    slots, coalesced flushes; their counters are in ``rag.ragopt_stats``.
+    slots, coalesced flushes, write-behind vector storage; their counters are in ``rag.ragopt_stats``.
     """
     from raganything import RAGAnything, RAGAnythingConfig
 
     backends = backends or make_backends(config)
     working_dir = Path(working_dir)
-    stats: Dict[str, Dict[str, int]] = {"retries": {}, "embedding_batches": {}, "flushes": {}, "llm": {"calls": 0, "in_flight": 0}}
+    stats: Dict[str, Dict[str, int]] = {
+        "retries": {}, "embedding_batches": {}, "flushes": {}, "vector_writes": {}, "llm": {"calls": 0, "in_flight": 0},
+    }
     llm, vision, embedding = backends.llm_func, backends.vision_func, backends.embedding_func
     if recorder is not None:
         # Innermost, so it sees each request the service serves (every retry attempt)
@@ -172,6 +175,8 @@ def build_rag(
         recorder.observe(rag)
     if optimized and config.coalesce_flushes:
         after_initialization(rag, lambda: coalesce_flushes(rag.lightrag, stats["flushes"]))
+    if optimized and config.write_behind_vectors:
+        after_initialization(rag, lambda: write_behind_vectors(rag.lightrag, stats["vector_writes"]))
     return rag
 
 

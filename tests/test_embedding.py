@@ -37,7 +37,7 @@ def test_vectors_equal_plain_sentence_transformers(fresh_batchers):
     assert vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert np.allclose(vectors, plain_encode(TEXTS), atol=1e-5)
-    assert embedding.batcher("cpu", 4).stats["batch_sizes"] == [4, 4, 3]
+    assert list(embedding.batcher("cpu", 4).stats["batch_sizes"]) == [4, 4, 3]
 
 
 def test_empty_input():
