@@ -1,6 +1,6 @@
 """Memory benchmark: a long ingestion soak and repeated build/ingest/release cycles.
 
-    .venv/bin/python benchmarks/bench_memory.py [--docs 1000] [--batch 50] [--cycles 20]
+    .venv/bin/python benchmarks/bench_memory.py [--docs 1000] [--batch 50] [--cycles 20] [--one-store-docs 300]
 
 The LLM is SIMULATED (ragopt's in-process LLM service, preset "fast": K=8
 slots, 10 ms to first token); embeddings are the real MiniLM model on CPU (or
@@ -12,14 +12,13 @@ RSS is that of the whole process tree: this process plus the workers ragopt
 keeps for it (the parse pool and, where the embedder has one, the embedding
 worker that holds the model). Each is also shown apart.
 
-(a) Soak: ``--docs`` small synthetic documents go through ``ragopt.batch.ingest``
-    into ONE RAGAnything, ``--batch`` documents per call. After every call,
+(a) Soak: ``--docs`` small synthetic documents (a title and one paragraph)
+    go through ``ragopt.batch.ingest``, ``--batch`` documents per call, each
+    call into a fresh RAGAnything released after it: a long-running ingestion
+    service that hands each batch's knowledge base on. After every call,
     ``gc.collect()`` and the memory figures are sampled (``ragopt.memory.soak``)
     and slopes after warm-up are fitted, in MB per 100 documents; the target
-    for RSS is <= 1. Beside it, to tell a leak from growth that is not one:
-    * the slope of LightRAG's storage files on disk: its default storages
-      (JSON KV, NanoVectorDB, NetworkX graph) hold all their data in memory,
-      so RSS grows with the data itself;
+    for RSS is <= 1. Beside RSS, to tell a leak from allocator behaviour:
     * the live heap of this process and of the embedding worker: glibc
       malloc's bytes in use (``mallinfo2``) plus the bytes in Python's
       small-object allocator's used blocks (``sys._debugmallocstats``), read
@@ -28,6 +27,10 @@ worker that holds the model). Each is also shown apart.
       the JSON code freed stays in malloc's arenas, and so in RSS, until
       ``malloc_trim``. Growth there is allocator retention, not live data;
       RSS after one ``malloc_trim(0)`` at the end shows the difference.
+(a2) The same soak into ONE RAGAnything (``--one-store-docs``), shown with no
+    target: LightRAG's default storages (JSON KV, NanoVectorDB, NetworkX)
+    hold all their data in memory, so RSS grows with the knowledge base; the
+    slope of its storage files on disk is printed beside it.
 (b) Cycles: ``--cycles`` times build a RAGAnything on a fresh working dir,
     ingest a tiny corpus, then release it, all in one process. RSS after the
     last cycle vs after the first (target: within 5%), with
@@ -65,6 +68,7 @@ MB = 1024 * 1024
 SIM_PRESET = "fast"
 TINY_CORPUS_DOCS = 3
 SOAK_TARGET_MB_PER_100 = 1.0
+SOAK_PARAGRAPHS = 1  # "small documents": a title and one paragraph each
 CYCLES_TARGET_PCT = 5.0
 
 
@@ -216,26 +220,38 @@ SOAK_SLOPES = ["rss_mb", "main_rss_mb", "embed_rss_mb", "parse_rss_mb", "storage
                "main_live_mb", "main_free_mb", "embed_live_mb", "embed_free_mb"]
 
 
-def run_soak(docs: int, batch: int, warmup_batches: int) -> dict:
+def run_soak(docs: int, batch: int, warmup_batches: int, one_store: bool) -> dict:
+    """``docs`` documents through ``ingest``, ``batch`` per call; memory sampled after each call.
+
+    ``one_store``: every call into the same RAGAnything (its data stays in
+    memory). Otherwise each call gets a fresh RAGAnything that is released
+    after it, as a long-running ingestion service would hand each batch's
+    knowledge base on: RSS then shows what ragopt itself keeps.
+    """
     from ragopt.batch import ingest
     from ragopt.memory import release_rag, soak
     from ragopt.workloads import synthetic_corpus
 
     root = Path(tempfile.mkdtemp(prefix="bench-memory-soak-"))
     try:
-        paths = synthetic_corpus(root / "corpus", docs, seed=1)
+        paths = synthetic_corpus(root / "corpus", docs, seed=1, paragraphs_per_doc=SOAK_PARAGRAPHS)
         batches = [paths[i : i + batch] for i in range(0, len(paths), batch)]
-        working_dir = root / "rag"
-        rag = _build(working_dir)
+        state = {"rag": _build(root / "rag") if one_store else None, "storage_mb": 0.0}
         _warm_up_model()
         rows, errors = [], []
         started = time.perf_counter()
 
         def next_batch() -> None:
             index = len(rows)
+            working_dir = root / ("rag" if one_store else f"rag-{index}")
+            rag = state["rag"] or _build(working_dir)
             batch_started = time.perf_counter()
             result = ingest(rag, batches[index], progress=False)
             errors.extend(_errors(result))
+            state["storage_mb"] = _storage_mb(working_dir)
+            if not one_store:
+                release_rag(rag)
+                shutil.rmtree(working_dir, ignore_errors=True)
             rows.append({
                 "docs": sum(len(b) for b in batches[: index + 1]),
                 "failed": result.counts()["failed"],
@@ -243,7 +259,7 @@ def run_soak(docs: int, batch: int, warmup_batches: int) -> dict:
             })
 
         def sample() -> float:  # soak() calls it after gc.collect()
-            rows[-1].update(storage_mb=_storage_mb(working_dir), **memory_snapshot())
+            rows[-1].update(storage_mb=state["storage_mb"], **memory_snapshot())
             return rows[-1]["rss_mb"]
 
         result = soak(next_batch, len(batches), warmup=warmup_batches, rss_fn=sample)
@@ -251,8 +267,10 @@ def run_soak(docs: int, batch: int, warmup_batches: int) -> dict:
         frame = pd.DataFrame(rows).assign(warmup=result.frame["warmup"].to_numpy())
         fitted = frame[~frame["warmup"]]
         trimmed = memory_snapshot(trim=True)
-        release_rag(rag)
+        if one_store:
+            release_rag(state["rag"])
         return {
+            "one_store": one_store,
             "docs": docs,
             "batch": batch,
             "warmup_batches": warmup_batches,
@@ -314,9 +332,15 @@ def run_cycles(cycles: int, release: bool) -> dict:
 # --------------------------------------------------------------------------- driver
 
 
+def _warmup_batches(docs: int, args: argparse.Namespace) -> int:
+    """Soak batches left out of the fit: --warmup-batches, else the first fifth (at least 2)."""
+    return args.warmup_batches if args.warmup_batches is not None else max(2, -(-docs // args.batch) // 5)
+
+
 def _in_fresh_process(part: str, args: argparse.Namespace) -> dict:
-    command = [sys.executable, __file__, "--part", part, "--docs", str(args.docs), "--batch", str(args.batch),
-               "--cycles", str(args.cycles), "--warmup-batches", str(args.warmup_batches)]
+    docs = args.one_store_docs if part == "soak_one_store" else args.docs
+    command = [sys.executable, __file__, "--part", part, "--docs", str(docs), "--batch", str(args.batch),
+               "--cycles", str(args.cycles), "--warmup-batches", str(_warmup_batches(docs, args))]
     done = subprocess.run(command, stdout=subprocess.PIPE, text=True)
     if done.returncode != 0:
         raise SystemExit(f"part {part} failed (exit {done.returncode})")
@@ -331,8 +355,14 @@ def _simulator_description() -> str:
 
 def _report_soak(out: dict) -> None:
     number = lambda v: f"{v:.1f}"  # noqa: E731
-    print(f"\n(a) soak: {out['docs']} documents in batches of {out['batch']} into one RAGAnything "
-          f"({out['wall_s']:.0f} s, {out['s_per_doc']:.2f} s/doc, failed {out['failed_docs']}); "
+    if out["one_store"]:
+        title = (f"\n(a2) the same kind of soak into ONE RAGAnything: {out['docs']} documents in batches of "
+                 f"{out['batch']}. Shown for what a growing knowledge base costs, no target: LightRAG's default "
+                 "storages hold all their data in memory, so RSS grows with it (compare the storage slope)")
+    else:
+        title = (f"\n(a) soak: {out['docs']} small documents in batches of {out['batch']}, each batch into a fresh "
+                 "RAGAnything released after it (storage: that batch's files)")
+    print(f"{title} ({out['wall_s']:.0f} s, {out['s_per_doc']:.2f} s/doc, failed {out['failed_docs']}); "
           f"the first {out['warmup_batches']} batches are warm-up, left out of the slopes. MB:")
     columns = ["docs", "batch_s", "rss_mb", "main_rss_mb", "embed_rss_mb", "parse_rss_mb", "storage_mb",
                "main_live_mb", "main_free_mb", "embed_live_mb", "embed_free_mb", "warmup"]
@@ -343,11 +373,12 @@ def _report_soak(out: dict) -> None:
         print(f"  failed: {error}")
     slopes = out["slopes_mb_per_100_docs"]
     notes = [
-        ("rss_mb", "RSS, whole process tree", f"target <= {SOAK_TARGET_MB_PER_100:g}"),
+        ("rss_mb", "RSS, whole process tree", "no target" if out["one_store"] else f"target <= {SOAK_TARGET_MB_PER_100:g}"),
         ("main_rss_mb", "  RSS, this process", "LightRAG and its in-memory storages, the event loop"),
         ("embed_rss_mb", "  RSS, embedding worker", "the model and its forward passes"),
         ("parse_rss_mb", "  RSS, parse pool", ""),
-        ("storage_mb", "LightRAG storage on disk", "the data itself; its storages hold all of it in memory"),
+        ("storage_mb", "LightRAG storage on disk", "the data itself; its storages hold all of it in memory"
+         if out["one_store"] else "one batch's store, released"),
         ("main_live_mb", "live heap, this process", "malloc in use + Python objects"),
         ("main_free_mb", "freed but held, this process", "malloc's retention, not live data"),
         ("embed_live_mb", "live heap, embedding worker", ""),
@@ -386,20 +417,22 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=20, help="build/ingest/release cycles (default 20)")
     parser.add_argument("--warmup-batches", type=int, default=None,
                         help="soak batches left out of the fit (default: the first fifth, at least 2)")
-    parser.add_argument("--part", choices=["soak", "release", "raganything"], help=argparse.SUPPRESS)
+    parser.add_argument("--one-store-docs", type=int, default=300,
+                        help="documents in the one-RAGAnything soak shown beside it (default 300; 0: skip)")
+    parser.add_argument("--part", choices=["soak", "soak_one_store", "release", "raganything"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    batches = -(-args.docs // args.batch)
-    if args.warmup_batches is None:
-        args.warmup_batches = max(2, batches // 5)
-    if batches - args.warmup_batches < 2:
-        parser.error(f"need at least 2 batches after {args.warmup_batches} warm-up batches: raise --docs or lower --batch")
+    for docs in (args.docs, args.one_store_docs or args.docs):
+        warmup = _warmup_batches(docs, args)
+        if -(-docs // args.batch) - warmup < 2:
+            parser.error(f"{docs} documents: need at least 2 batches after {warmup} warm-up batches: "
+                         "raise the documents or lower --batch")
     if args.cycles < 2:
         parser.error("need at least 2 cycles")
 
     if args.part:  # a child process: one part, its result as one JSON line
         _quiet()
-        if args.part == "soak":
-            out = run_soak(args.docs, args.batch, args.warmup_batches)
+        if args.part.startswith("soak"):
+            out = run_soak(args.docs, args.batch, args.warmup_batches, one_store=args.part == "soak_one_store")
         else:
             out = run_cycles(args.cycles, release=args.part == "release")
         print(json.dumps(out))
@@ -409,9 +442,12 @@ def main() -> None:
     print(f"LLM: {llm} -- every figure below is measured with a SIMULATED LLM.", flush=True)
     started = time.perf_counter()
     soak_out = _in_fresh_process("soak", args)
+    one_store_out = _in_fresh_process("soak_one_store", args) if args.one_store_docs else None
     release_out = _in_fresh_process("release", args)
     plain_out = _in_fresh_process("raganything", args)
     _report_soak(soak_out)
+    if one_store_out is not None:
+        _report_soak(one_store_out)
     _report_cycles(args.cycles, release_out, plain_out)
 
     slopes = soak_out["slopes_mb_per_100_docs"]
@@ -431,6 +467,14 @@ def main() -> None:
         "soak_rss_first_last_mb": [rounded(soak_out["rows"][0]["rss_mb"]), rounded(soak_out["rows"][-1]["rss_mb"])],
         "soak_main_rss_end_after_malloc_trim_mb": rounded(soak_out["end_after_malloc_trim"]["main_rss_mb"]),
         "soak_embed_rss_end_after_malloc_trim_mb": rounded(soak_out["end_after_malloc_trim"]["embed_rss_mb"]),
+        "soak_target_mb_per_100_docs": SOAK_TARGET_MB_PER_100,
+        "one_store_soak_docs": one_store_out["docs"] if one_store_out else None,
+        "one_store_soak_rss_slope_mb_per_100_docs":
+            rounded(one_store_out["slopes_mb_per_100_docs"]["rss_mb"], 3) if one_store_out else None,
+        "one_store_soak_main_rss_slope_mb_per_100_docs":
+            rounded(one_store_out["slopes_mb_per_100_docs"]["main_rss_mb"], 3) if one_store_out else None,
+        "one_store_soak_storage_slope_mb_per_100_docs":
+            rounded(one_store_out["slopes_mb_per_100_docs"]["storage_mb"], 3) if one_store_out else None,
         "cycles": args.cycles,
         "release_cycles_rss_growth_pct": round(release_out["growth_pct"], 2),
         "raganything_cycles_rss_growth_pct": round(plain_out["growth_pct"], 2),

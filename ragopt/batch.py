@@ -43,6 +43,7 @@ import pandas as pd
 
 from ragopt.aio import run_sync
 from ragopt.cache import ContentCache, file_sha256
+from ragopt.multimodal import TextGates
 from ragopt.parse_worker import parse_through_cache
 
 RESULT_COLUMNS = [
@@ -208,40 +209,50 @@ class _Ingestion:
             self._finish(key, "ok", text_s=text_s, multimodal_s=multimodal_s)
 
     async def _insert(self, path: str, doc_id: str, content: List[dict], status: Optional[dict]) -> tuple:
+        """The document's text into LightRAG and its tables and images through RAG-Anything,
+        the multimodal stage started beside the text (``ragopt.multimodal``)."""
         from raganything.base import DocStatus
         from raganything.document_context import document_context
         from raganything.utils import separate_content_with_page_map
 
         text, multimodal_items, page_intervals = separate_content_with_page_map(content)
         file_ref = self.rag._get_file_reference(path)
-        start = time.perf_counter()
-        # A previous run got past the text (multimodal was interrupted): never queue it twice.
-        text_done = status is not None and status.get("status") in (DocStatus.HANDLING, DocStatus.PROCESSED)
-        if text.strip() and not text_done:
-            track_id = await self._process_text(doc_id, text, file_ref, previous=status)
-            await self.rag._annotate_text_chunk_pages(doc_id, track_id, text, page_intervals, None, False)
-        elif not text.strip():
-            await self.rag._upsert_doc_status(doc_id, file_ref, status=DocStatus.HANDLING, error_msg="")
-        text_s = time.perf_counter() - start
-        self._event("text_insert_complete", file_path=path, doc_id=doc_id, duration_s=text_s)
-        if text.strip():
-            await self.rag._upsert_doc_status(doc_id, file_ref, status=DocStatus.HANDLING, error_msg="")
-
-        start = time.perf_counter()
 
         @document_context  # the context extractor's source is per document, not per instance
-        async def multimodal() -> None:
+        async def multimodal() -> float:
+            start = time.perf_counter()
             if multimodal_items:
                 self.rag.set_content_source_for_context(content, self.rag.config.content_format)
                 await self.rag._process_multimodal_content(multimodal_items, file_ref, doc_id)
             else:
                 await self.rag._mark_multimodal_processing_complete(doc_id)
+            return time.perf_counter() - start
 
-        await multimodal()
+        gates = TextGates.of(self.rag)
+        text_in = gates.open(doc_id)
+        multimodal_task = asyncio.create_task(multimodal())
+        try:
+            start = time.perf_counter()
+            # A previous run got past the text (multimodal was interrupted): never queue it twice.
+            text_done = status is not None and status.get("status") in (DocStatus.HANDLING, DocStatus.PROCESSED)
+            if text.strip() and not text_done:
+                track_id = await self._process_text(doc_id, text, file_ref, previous=status)
+                await self.rag._annotate_text_chunk_pages(doc_id, track_id, text, page_intervals, None, False)
+            text_s = time.perf_counter() - start
+            self._event("text_insert_complete", file_path=path, doc_id=doc_id, duration_s=text_s)
+            await self.rag._upsert_doc_status(doc_id, file_ref, status=DocStatus.HANDLING, error_msg="")
+            text_in.set_result(None)
+            multimodal_s = await multimodal_task
+        except BaseException:
+            multimodal_task.cancel()  # the text failed: its multimodal steps must not run on
+            await asyncio.gather(multimodal_task, return_exceptions=True)
+            raise
+        finally:
+            gates.close(doc_id)
         final = await self.lightrag.doc_status.get_by_id(doc_id)
         if not final or final.get("status") != "processed":
             raise RuntimeError(f"{doc_id} ended as {final.get('status') if final else 'missing'}: {(final or {}).get('error_msg', '')}")
-        return text_s, time.perf_counter() - start
+        return text_s, multimodal_s
 
     async def _process_text(self, doc_id: str, text: str, file_ref: str, previous: Optional[dict]) -> Optional[str]:
         """Queue the text in LightRAG (unless a previous run queued it) and wait until it is processed.

@@ -109,7 +109,7 @@ class RagoptConfig:
 
     # Orchestration optimizations of ragopt.batch (each one can be switched off for an ablation)
     tuned_concurrency: bool = _env("RAGOPT_TUNED_CONCURRENCY", _parse_bool, True)
-    """LightRAG's knobs set from the LLM's slot count (ragopt.tuning)."""
+    """LightRAG's knobs set from the LLM's slot count, and gleaning served before new extraction (ragopt.tuning)."""
     llm_retries: bool = _env("RAGOPT_LLM_RETRIES", _parse_bool, True)
     """Retry 429/timeout/5xx with exponential backoff and jitter, honouring Retry-After."""
     adaptive_concurrency: bool = _env("RAGOPT_ADAPTIVE_CONCURRENCY", _parse_bool, False)

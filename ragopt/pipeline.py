@@ -18,7 +18,7 @@ from ragopt.backends.raganything_parser import register as register_offline_pars
 from ragopt.backends.embedding import minilm_embedding_func
 from ragopt.backends.tokenizer import offline_tokenizer
 from ragopt.config import RagoptConfig
-from ragopt.tuning import coalesce_flushes
+from ragopt.tuning import coalesce_flushes, prioritize_gleaning
 from ragopt.writebehind import write_behind_vectors
 
 # RAG-Anything's default list leaves out HTML, which the offline parser reads.
@@ -173,6 +173,8 @@ def build_rag(
     rag.ragopt_stats = stats
     if recorder is not None:
         recorder.observe(rag)
+    if optimized and config.tuned_concurrency:
+        after_initialization(rag, lambda: prioritize_gleaning(rag.lightrag))
     if optimized and config.coalesce_flushes:
         after_initialization(rag, lambda: coalesce_flushes(rag.lightrag, stats["flushes"]))
     if optimized and config.write_behind_vectors:

@@ -71,3 +71,27 @@ def coalesce_flushes(lightrag: Any, stats: Dict[str, int] | None = None) -> None
         await asyncio.shield(state["next"])
 
     lightrag._insert_done = coalesced_insert_done
+
+
+GLEAN_PRIORITY = 9  # LightRAG's queue: summaries 8, extraction 10 (lower goes first)
+
+
+def prioritize_gleaning(lightrag: Any) -> None:
+    """Serve a chunk's gleaning call before new extraction calls in LightRAG's LLM queue.
+
+    LightRAG queues every chunk's extract call as soon as its document starts,
+    and the gleaning call (the same chunk's follow-up, with the extract
+    exchange as history) joins the back of the queue. With many documents in
+    flight, no document finishes extracting until nearly every extract call is
+    done, so the merge phase (embedding, CPU) only starts after the LLM work and
+    the two run one after the other. Gleans first finish the documents already
+    started, so merges overlap the remaining extraction. Same calls, same prompts.
+    """
+    queued = lightrag.llm_model_func
+
+    async def gleans_first(*args: Any, **kwargs: Any):
+        if kwargs.get("history_messages") and "_priority" not in kwargs:
+            kwargs["_priority"] = GLEAN_PRIORITY
+        return await queued(*args, **kwargs)
+
+    lightrag.llm_model_func = gleans_first

@@ -62,6 +62,10 @@ def assert_each_file_processed_once(working_dir, files):
     chunks = json.loads((Path(working_dir) / "kv_store_text_chunks.json").read_text())
     listed = [c for _, r in records.items() for c in r["chunks_list"]]
     assert len(listed) == len(set(listed)) == len(chunks)
+    # Numbered 0..n-1 per document, multimodal chunks after the text's (as RAG-Anything numbers them).
+    for name, [(doc_id, record)] in by_file.items():
+        order = sorted(chunks[c]["chunk_order_index"] for c in record["chunks_list"])
+        assert order == list(range(len(order))), f"{name}: chunk order {order}"
     return records
 
 

@@ -26,7 +26,7 @@ import numpy as np
 EMBEDDING_DIM = 384
 MAX_TOKEN_SIZE = 256  # MiniLM truncates longer inputs; LightRAG uses it for summaries
 MODEL_NAME = "all-MiniLM-L6-v2"
-CPU_FORWARD_BATCH = 8
+CPU_FORWARD_BATCH = 4
 # torch threads of the model on a CPU: every usable core by default. The worker
 # is a process of its own, and LightRAG's Python work in the ingesting process
 # is light once vector writes are batched (ragopt.writebehind). Measured on 2
