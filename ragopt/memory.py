@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 import psutil
 
+from ragopt.aio import run_sync
+
 MB = 1024 * 1024
 
 
@@ -606,47 +608,36 @@ async def arelease_rag(rag: Any, drop_shared_state: bool = True) -> None:
 
 
 async def _stop_queue_workers(lightrag: Any) -> None:
-    """Stop the worker tasks LightRAG starts for its rate-limited model functions.
+    """Stop the worker tasks LightRAG and ragopt start for the model functions.
 
     ``priority_limit_async_func_call`` gives each wrapped function worker tasks
-    on the event loop and a ``shutdown`` coroutine; left running, they keep the
-    functions and what they reference alive on a notebook kernel's loop.
+    on the event loop and a ``shutdown`` coroutine, and so does ragopt's
+    embedding micro-batcher (the function LightRAG's wrapper wraps, reached
+    through ``__wrapped__``); left running, they keep the functions and what
+    they reference alive on a notebook kernel's loop.
     """
     embedding = getattr(lightrag, "embedding_func", None)
+    seen = set()
     for func in (getattr(lightrag, "llm_model_func", None), embedding, getattr(embedding, "func", None)):
-        shutdown = getattr(func, "shutdown", None)
-        if shutdown is not None:
-            try:
-                await shutdown()
-            except RuntimeError:
-                pass  # its workers live on another event loop and end with it
+        while func is not None:
+            shutdown = getattr(func, "shutdown", None)
+            if shutdown is not None and shutdown not in seen:
+                seen.add(shutdown)
+                try:
+                    await shutdown()
+                except RuntimeError:
+                    pass  # its workers live on another event loop and end with it
+            func = getattr(func, "__wrapped__", None)
 
 
 def release_rag(rag: Any, drop_shared_state: bool = True) -> None:
-    """Synchronous ``arelease_rag``, also callable from a running event loop (e.g. Jupyter).
+    """Synchronous ``arelease_rag``: in scripts, inside Jupyter and after ``ragopt.batch.ingest``.
 
-    With a loop already running in this thread, the release runs on a fresh
-    loop in a helper thread and this call blocks until it is done; call it
-    once ingestion has finished, not while tasks still use the instance.
+    It runs on the loop ``ragopt.aio.run_sync`` uses, the one ``ingest`` ran
+    on, so LightRAG's model-call queue workers, which live on that loop, are
+    stopped too. Call it once ingestion has finished.
     """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        asyncio.run(arelease_rag(rag, drop_shared_state))
-        return
-    failure: List[BaseException] = []
-
-    def run_in_own_loop() -> None:
-        try:
-            asyncio.run(arelease_rag(rag, drop_shared_state))
-        except BaseException as exc:  # re-raised in the caller's thread
-            failure.append(exc)
-
-    worker = threading.Thread(target=run_in_own_loop, name="release_rag")
-    worker.start()
-    worker.join()
-    if failure:
-        raise failure[0]
+    run_sync(arelease_rag(rag, drop_shared_state))
 
 
 def _belongs_to_workspace(final_namespace: str, workspace: str) -> bool:

@@ -82,6 +82,14 @@ def micro_batched(embed: Callable, max_batch: int = 64, max_wait_s: float = 0.02
         queue.put_nowait((list(texts), future))
         return await future
 
+    async def shutdown() -> None:
+        """Stop this loop's worker now rather than after IDLE_EXIT_S (``ragopt.memory.release_rag``)."""
+        _, task = workers.pop(asyncio.get_running_loop(), (None, None))
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    batched.shutdown = shutdown
     return batched
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any, Dict
 
 
@@ -89,6 +90,7 @@ def prioritize_gleaning(lightrag: Any) -> None:
     """
     queued = lightrag.llm_model_func
 
+    @functools.wraps(queued)  # keeps its ``shutdown`` (ragopt.memory.release_rag stops the queue's workers)
     async def gleans_first(*args: Any, **kwargs: Any):
         if kwargs.get("history_messages") and "_priority" not in kwargs:
             kwargs["_priority"] = GLEAN_PRIORITY

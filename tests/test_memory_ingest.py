@@ -1,5 +1,6 @@
 """The memory budget and release_rag on real batch ingestion (simulated LLM, "fast" preset)."""
 
+import asyncio
 import gc
 import uuid
 import weakref
@@ -69,3 +70,15 @@ def test_ingested_rag_is_collected_after_release(tmp_path, corpus):
     gc.collect()
     assert lightrag_ref() is None, "LightRAG outlived release_rag"
     assert ref() is None, "the RAGAnything instance outlived release_rag"
+
+
+def test_release_after_ingest_stops_every_task_ingest_left_on_its_loop(tmp_path, corpus):
+    from ragopt.aio import _private_loop
+
+    rag = _rag(tmp_path)
+    ingest(rag, corpus, parse_workers=1, progress=False)
+    loop = _private_loop()
+    assert [t for t in asyncio.all_tasks(loop) if not t.done()], "expected LightRAG's queue workers to be running"
+    release_rag(rag)
+    left = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    assert not left, [t.get_coro() for t in left]
