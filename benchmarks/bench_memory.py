@@ -45,7 +45,6 @@ Prints a table per part, then, as the last line, one JSON object.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import json
 import logging
@@ -88,20 +87,6 @@ def _config():
 # --------------------------------------------------------------------------- memory of one process
 
 
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-
-def _libc():
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallinfo2.restype = _MallInfo2
-        return libc
-    except (OSError, AttributeError):  # not glibc, or glibc < 2.33
-        return None
-
-
 def _pymalloc_mb() -> float:
     """Bytes in Python's small-object allocator's blocks now in use (``sys._debugmallocstats``)."""
     with tempfile.TemporaryFile() as captured:
@@ -131,15 +116,16 @@ def process_memory(trim: bool = False) -> dict:
     """
     import psutil
 
-    libc = _libc()
-    if trim and libc is not None:
-        libc.malloc_trim(0)
-    out = {"rss_mb": psutil.Process().memory_info().rss / MB, "live_mb": float("nan"), "free_mb": float("nan")}
-    if libc is not None:
-        info = libc.mallinfo2()
-        out["live_mb"] = (info.uordblks + info.hblkhd) / MB + _pymalloc_mb()
-        out["free_mb"] = info.fordblks / MB
-    return out
+    from ragopt.memory import malloc_stats, trim_free_heap
+
+    if trim:
+        trim_free_heap()
+    heap = malloc_stats()
+    return {
+        "rss_mb": psutil.Process().memory_info().rss / MB,
+        "live_mb": heap["in_use_mb"] + _pymalloc_mb(),  # NaN off glibc
+        "free_mb": heap["free_mb"],
+    }
 
 
 def _embedding_worker():

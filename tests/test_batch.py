@@ -271,3 +271,19 @@ def test_blocking_ingest_inside_a_running_loop_and_a_second_ingest_skips_all(tmp
     assert [r["status"] for r in runs["first"]] == ["ok", "ok"], runs["first"]
     assert [(r["status"], r["stage"]) for r in runs["second"]] == [("skipped", "resume")] * 2, runs["second"]
     assert_each_file_processed_once(tmp_path / "w", sorted(corpus.iterdir()))
+
+
+def test_parse_pool_is_replaced_after_its_share_of_files_and_nothing_is_lost(tmp_path, monkeypatch):
+    import ragopt.batch as batch
+
+    monkeypatch.setattr(batch, "RECYCLE_AFTER_FILES", 2)
+    corpus = synthetic_corpus(tmp_path / "corpus", 5, seed=11, paragraphs_per_doc=1)
+    pool_before = batch.parse_pool(1)
+    rag = build_rag(FAST, tmp_path / "w", optimized=True)
+    try:
+        result = ingest(rag, corpus, parse_workers=1, progress=False)
+    finally:
+        release_rag(rag)
+    assert result.counts() == {"ok": 5, "failed": 0, "skipped": 0}, result.files
+    assert batch.parse_pool(1) is not pool_before  # replaced at least once on the way
+    assert_each_file_processed_once(tmp_path / "w", corpus)

@@ -11,6 +11,7 @@ import uuid
 import weakref
 
 import numpy as np
+import psutil
 import pytest
 
 from ragopt.memory import (
@@ -460,3 +461,25 @@ async def test_released_workspace_does_not_leak_documents_into_the_next_instance
     # Without release, LightRAG's shared storage hands the old data to a fresh working_dir.
     assert await reopened_sees_old_document(release=False)
     assert not await reopened_sees_old_document(release=True)
+
+
+def test_trim_free_heap_gives_freed_memory_back_to_the_os():
+    import math
+
+    from ragopt.memory import malloc_stats, trim_free_heap
+
+    if math.isnan(malloc_stats()["free_mb"]):
+        pytest.skip("not glibc")
+    # 60 MB in blocks below malloc's mmap threshold, every tenth kept: the holes
+    # cannot shrink the heap's top, so only malloc_trim returns them.
+    blocks = [bytearray(100_000) for _ in range(600)]
+    kept = blocks[::10]
+    del blocks
+    process = psutil.Process()
+    held = malloc_stats()["free_mb"]
+    assert held > 40
+    assert trim_free_heap(min_free_mb=held + 1_000) is False  # under the threshold: nothing done
+    before = process.memory_info().rss
+    assert trim_free_heap(min_free_mb=1) is True
+    assert (before - process.memory_info().rss) / 2**20 > 30
+    assert len(kept) == 60

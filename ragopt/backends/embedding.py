@@ -27,6 +27,7 @@ EMBEDDING_DIM = 384
 MAX_TOKEN_SIZE = 256  # MiniLM truncates longer inputs; LightRAG uses it for summaries
 MODEL_NAME = "all-MiniLM-L6-v2"
 CPU_FORWARD_BATCH = 4
+TRIM_AT_FREE_MB = 32  # hand malloc's freed memory back to the OS past this much (see encode)
 # torch threads of the model on a CPU: every usable core by default. The worker
 # is a process of its own, and LightRAG's Python work in the ingesting process
 # is light once vector writes are batched (ragopt.writebehind). Measured on 2
@@ -73,8 +74,10 @@ def _encode_batch(texts: Sequence[str], device: str) -> np.ndarray:
     On a CPU the batch is cut into length-sorted forward passes of
     ``CPU_FORWARD_BATCH`` texts (sentence-transformers sorts by length): a pass
     pads every text to its longest, and entity descriptions range from a few
-    words to the 256-token limit, so one padded pass of 64 costs several times
-    more than eight sorted passes of 8. An accelerator takes the whole batch.
+    words to the 256-token limit. Measured on 2 cores with 1,089 entity,
+    relation and chunk texts of a sample run, in calls of 64: 75 texts/s in
+    passes of 4, 60-66 in passes of 8, 48 in 16, 19 in one pass of 64. An
+    accelerator takes the whole batch.
     """
     forward_batch = CPU_FORWARD_BATCH if device == "cpu" else len(texts)
     vectors = load_model(device).encode(
@@ -118,6 +121,8 @@ def encode(texts: List[str], device: Optional[str] = None, batch_size: int = 64)
     error (see ``batcher``). Calls on one device run one at a time: parallel
     forward passes on one model only contend for the same cores or GPU memory.
     """
+    from ragopt.memory import trim_free_heap
+
     texts = list(texts)
     if not texts:
         return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
@@ -126,6 +131,10 @@ def encode(texts: List[str], device: Optional[str] = None, batch_size: int = 64)
     adaptive, lock = _batcher_and_lock(device, batch_size)
     with lock:
         vectors = adaptive.run(texts)
+        # Forward passes of ever new shapes leave freed activations in malloc's
+        # arenas: measured in a 1,000-document soak, the worker's RSS grew 4 MB
+        # per 100 documents, all of it freed-but-held memory; trimmed, it stays flat.
+        trim_free_heap(TRIM_AT_FREE_MB)
     return np.asarray(vectors, dtype=np.float32)
 
 
