@@ -11,6 +11,10 @@ see ``run_mode``):
   inserted one after another: the serial baseline);
 - ``rag_folder``: its ``process_folder_complete(max_workers=4)``;
 - ``ragopt``: ``ragopt.batch.ingest`` with every optimization of the config on.
+  Write-behind vector storage is one of them: an entity's vector that a later
+  merge of the same entity overwrites before it was embedded is never
+  embedded (the stored vectors are the same; the row "vector writes" shows
+  how many writes were superseded, and "embedding texts" the texts embedded).
 
 For each simulator preset it prints docs/min and the speedups, wall time over
 the LLM-bound limit, LLM slot utilization, embedding calls and texts per call,
@@ -109,6 +113,7 @@ def mode_figures(run: Run, files: List[Path]) -> Dict[str, Any]:
         "doc_latency_p50_s": s["doc_latency_p50_s"],
         "doc_latency_p95_s": s["doc_latency_p95_s"],
         "retries": (run.meta.get("details") or {}).get("retries") or {},
+        "vector_writes": (run.meta.get("details") or {}).get("vector_writes") or {},
         "working_dir": run.meta.get("working_dir"),
         **doc_status_check(run.meta["working_dir"], files),
     }
@@ -206,6 +211,9 @@ TABLE_ROWS = (
     ("extract+glean = serial's", lambda f: str(f["same_llm_work_as_serial"])),
     ("retries", lambda f: " ".join(f"{k}={v}" for k, v in f["retries"].items()) or "-"),
     ("embedding calls", lambda f: str(f["embedding_calls"])),
+    ("embedding texts", lambda f: str(f["embedding_texts"])),
+    ("vector writes (superseded unembedded)",
+     lambda f: f"{f['vector_writes']['writes']} ({f['vector_writes']['superseded']})" if f["vector_writes"] else "-"),
     ("embedding texts/call", lambda f: _fmt(f["embedding_texts_per_call"], ".1f")),
     ("storage flushes", lambda f: str(f["storage_flushes"])),
     ("CPU % of all cores", lambda f: _fmt(f["cpu_pct_all_cores"], ".0f")),

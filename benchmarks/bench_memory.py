@@ -116,7 +116,7 @@ def process_memory(trim: bool = False) -> dict:
     """
     import psutil
 
-    from ragopt.memory import malloc_stats, trim_free_heap
+    from ragopt.heap import malloc_stats, trim_free_heap
 
     if trim:
         trim_free_heap()

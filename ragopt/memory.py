@@ -7,8 +7,6 @@ gate, leak checks, and releasing a RAG-Anything instance.
 * ``LeakCheck``     tracemalloc growth by file:line between checkpoints.
 * ``soak``          run a function N times and fit the RSS slope.
 * ``release_rag``   give a ``raganything.RAGAnything`` instance's memory back.
-* ``malloc_stats`` / ``trim_free_heap``  glibc malloc's bytes in use and held
-  free, and handing the free ones back to the OS.
 """
 
 from __future__ import annotations
@@ -16,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import ctypes
-import functools
 import gc
 import sys
 import threading
@@ -48,44 +44,6 @@ def process_tree_rss_mb(process: Optional[psutil.Process] = None, include_childr
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 pass  # exited between listing and reading
     return total / MB
-
-
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-
-@functools.lru_cache(maxsize=1)
-def _glibc() -> Optional[ctypes.CDLL]:
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallinfo2.restype = _MallInfo2
-        return libc
-    except (OSError, AttributeError):  # not glibc, or glibc < 2.33
-        return None
-
-
-def malloc_stats() -> Dict[str, float]:
-    """This process's malloc heap in MB: ``in_use_mb`` and ``free_mb`` (freed but held); NaN off glibc."""
-    libc = _glibc()
-    if libc is None:
-        return {"in_use_mb": float("nan"), "free_mb": float("nan")}
-    info = libc.mallinfo2()
-    return {"in_use_mb": (info.uordblks + info.hblkhd) / MB, "free_mb": info.fordblks / MB}
-
-
-def trim_free_heap(min_free_mb: float = 0.0) -> bool:
-    """``malloc_trim(0)`` when malloc holds at least ``min_free_mb`` freed: hand it back to the OS.
-
-    Memory that torch, numpy or JSON code frees stays in malloc's arenas, and
-    so in RSS, until trimmed; a long-lived worker that allocates tensors of
-    ever new shapes keeps growing that way. Returns whether it trimmed.
-    """
-    libc = _glibc()
-    if libc is None or malloc_stats()["free_mb"] < min_free_mb:
-        return False
-    libc.malloc_trim(0)
-    return True
 
 
 # --------------------------------------------------------------------------- BoundedStore

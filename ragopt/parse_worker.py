@@ -11,6 +11,9 @@ from typing import Any, Dict, List, Tuple
 
 from ragopt.backends import parser as offline_parser
 from ragopt.cache import ContentCache
+from ragopt.heap import trim_free_heap
+
+TRIM_AT_FREE_MB = 16
 
 
 def parse_through_cache(path: str, output_dir: str, cache: ContentCache) -> Tuple[List[dict], bool, float, Dict[str, Any]]:
@@ -21,4 +24,5 @@ def parse_through_cache(path: str, output_dir: str, cache: ContentCache) -> Tupl
         path, offline_parser.parse_file, offline_parser.PARSER_NAME, offline_parser.PARSER_VERSION, output_dir=output_dir
     )
     hit = cache.stats()["misses"] == misses_before
+    trim_free_heap(TRIM_AT_FREE_MB)
     return content, hit, time.perf_counter() - start, cache.stats()

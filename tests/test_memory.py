@@ -466,7 +466,7 @@ async def test_released_workspace_does_not_leak_documents_into_the_next_instance
 def test_trim_free_heap_gives_freed_memory_back_to_the_os():
     import math
 
-    from ragopt.memory import malloc_stats, trim_free_heap
+    from ragopt.heap import malloc_stats, trim_free_heap
 
     if math.isnan(malloc_stats()["free_mb"]):
         pytest.skip("not glibc")
@@ -480,6 +480,6 @@ def test_trim_free_heap_gives_freed_memory_back_to_the_os():
     assert held > 40
     assert trim_free_heap(min_free_mb=held + 1_000) is False  # under the threshold: nothing done
     before = process.memory_info().rss
-    assert trim_free_heap(min_free_mb=1) is True
+    assert trim_free_heap(min_free_mb=0) is True
     assert (before - process.memory_info().rss) / 2**20 > 30
     assert len(kept) == 60

@@ -121,7 +121,7 @@ def encode(texts: List[str], device: Optional[str] = None, batch_size: int = 64)
     error (see ``batcher``). Calls on one device run one at a time: parallel
     forward passes on one model only contend for the same cores or GPU memory.
     """
-    from ragopt.memory import trim_free_heap
+    from ragopt.heap import trim_free_heap
 
     texts = list(texts)
     if not texts:
