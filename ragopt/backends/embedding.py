@@ -23,6 +23,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ragopt.heap import trim_free_heap
+
 EMBEDDING_DIM = 384
 MAX_TOKEN_SIZE = 256  # MiniLM truncates longer inputs; LightRAG uses it for summaries
 MODEL_NAME = "all-MiniLM-L6-v2"
@@ -121,8 +123,6 @@ def encode(texts: List[str], device: Optional[str] = None, batch_size: int = 64)
     error (see ``batcher``). Calls on one device run one at a time: parallel
     forward passes on one model only contend for the same cores or GPU memory.
     """
-    from ragopt.heap import trim_free_heap
-
     texts = list(texts)
     if not texts:
         return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
