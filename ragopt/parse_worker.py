@@ -14,7 +14,6 @@ from ragopt.backends import parser as offline_parser
 from ragopt.cache import ContentCache
 from ragopt.heap import trim_free_heap
 
-TRIM_AT_FREE_MB = 16
 _modules_frozen = [False]
 
 
@@ -32,7 +31,7 @@ def collect_garbage() -> None:
     if not _modules_frozen[0]:
         gc.freeze()
         _modules_frozen[0] = True
-    trim_free_heap(TRIM_AT_FREE_MB)
+    trim_free_heap()
 
 
 def parse_through_cache(path: str, output_dir: str, cache: ContentCache) -> Tuple[List[dict], bool, float, Dict[str, Any]]:

@@ -476,11 +476,9 @@ def test_trim_free_heap_gives_freed_memory_back_to_the_os():
     kept = blocks[::10]
     del blocks
     process = psutil.Process()
-    held = malloc_stats()["free_mb"]
-    assert held > 40
-    assert trim_free_heap(min_free_mb=held + 1_000) is False  # under the threshold: nothing done
+    assert malloc_stats()["free_mb"] > 40
     before = process.memory_info().rss
-    assert trim_free_heap(min_free_mb=0) is True
+    assert trim_free_heap() is True
     assert (before - process.memory_info().rss) / 2**20 > 30
     assert len(kept) == 60
 
