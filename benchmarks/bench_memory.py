@@ -23,10 +23,13 @@ worker that holds the model). Each is also shown apart.
       malloc's bytes in use (``mallinfo2``) plus the bytes in Python's
       small-object allocator's used blocks (``sys._debugmallocstats``), read
       without disturbing anything;
-    * malloc's bytes freed but held, per process: memory that torch, numpy or
-      the JSON code freed stays in malloc's arenas, and so in RSS, until
-      ``malloc_trim``. Growth there is allocator retention, not live data;
-      RSS after one ``malloc_trim(0)`` at the end shows the difference.
+    * malloc's free lists, per process: memory that torch, numpy or the JSON
+      code freed stays in malloc's arenas, and so in RSS, until
+      ``malloc_trim``. Growth there is allocator retention, not live data.
+      ``mallinfo2`` keeps counting pages already trimmed (the parse and
+      embedding workers trim after each call), so this is an upper bound on
+      what RSS holds; RSS after one ``malloc_trim(0)`` at the end shows the
+      real difference.
 (a2) The same soak into ONE RAGAnything (``--one-store-docs``), shown with no
     target: LightRAG's default storages (JSON KV, NanoVectorDB, NetworkX)
     hold all their data in memory, so RSS grows with the knowledge base; the
@@ -107,7 +110,7 @@ def _pymalloc_mb() -> float:
 
 
 def process_memory(trim: bool = False) -> dict:
-    """This process: RSS, live heap, and malloc's bytes freed but held (all arenas), in MB.
+    """This process: RSS, live heap, and the bytes on malloc's free lists (all arenas), in MB.
 
     The live heap is malloc's bytes in use plus pymalloc's used blocks (small
     Python objects live in pymalloc's own mmap'd arenas, outside malloc).
@@ -366,9 +369,9 @@ def _report_soak(out: dict) -> None:
         ("storage_mb", "LightRAG storage on disk", "the data itself; its storages hold all of it in memory"
          if out["one_store"] else "one batch's store, released"),
         ("main_live_mb", "live heap, this process", "malloc in use + Python objects"),
-        ("main_free_mb", "freed but held, this process", "malloc's retention, not live data"),
+        ("main_free_mb", "malloc free lists, this process", "malloc's retention, not live data"),
         ("embed_live_mb", "live heap, embedding worker", ""),
-        ("embed_free_mb", "freed but held, embedding worker", ""),
+        ("embed_free_mb", "malloc free lists, embedding worker", "trimmed after each call: not in RSS"),
     ]
     print("slopes after warm-up, MB per 100 documents:")
     for key, name, note in notes:
