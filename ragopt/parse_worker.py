@@ -14,10 +14,8 @@ from ragopt.backends import parser as offline_parser
 from ragopt.cache import ContentCache
 from ragopt.heap import trim_free_heap
 
-_modules_frozen = [False]
 
-
-def collect_garbage() -> None:
+def _collect_garbage() -> None:
     """Free this file's reference cycles now, then malloc's freed memory.
 
     python-docx leaves each document in reference cycles that hold its lxml
@@ -28,9 +26,8 @@ def collect_garbage() -> None:
     (under 5 ms instead of ~30).
     """
     gc.collect()
-    if not _modules_frozen[0]:
+    if not gc.get_freeze_count():
         gc.freeze()
-        _modules_frozen[0] = True
     trim_free_heap()
 
 
@@ -42,5 +39,5 @@ def parse_through_cache(path: str, output_dir: str, cache: ContentCache) -> Tupl
         path, offline_parser.parse_file, offline_parser.PARSER_NAME, offline_parser.PARSER_VERSION, output_dir=output_dir
     )
     hit = cache.stats()["misses"] == misses_before
-    collect_garbage()
+    _collect_garbage()
     return content, hit, time.perf_counter() - start, cache.stats()
