@@ -32,11 +32,9 @@ endpoint; every figure says which. The last line is one JSON object.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -128,25 +126,9 @@ def run_mode(mode: str, corpus: Path, out: Path, config: RagoptConfig, working_d
 
     RAG-Anything writes each image's path (under the working dir) into the
     text of its chunk, and the LLM reads names off that text: runs in
-    differently named working dirs (``profile`` names them after the mode)
-    build graphs that differ for that reason alone. Until ``run_isolated``
-    takes a ``working_dir``, the same fresh process is started here the way
-    ``run_isolated`` starts it, through ``profile``, with the working dir given.
+    differently named working dirs build graphs that differ for that reason alone.
     """
-    if "working_dir" in inspect.signature(run_isolated).parameters:
-        return run_isolated(mode, corpus, out, config, working_dir=working_dir)
-    env = {**os.environ, **config.to_env(), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    code = (
-        "import sys; from ragopt.config import RagoptConfig; from ragopt.experiments import profile; "
-        "profile(sys.argv[1], sys.argv[2], RagoptConfig.from_env(), working_dir=sys.argv[3]).to_json(sys.argv[4])"
-    )
-    completed = subprocess.run(
-        [sys.executable, "-c", code, mode, str(corpus), str(working_dir), str(out)],
-        env=env, capture_output=True, text=True, timeout=3600,
-    )
-    if completed.returncode != 0:
-        raise RuntimeError(f"{mode} run failed (exit {completed.returncode}):\n{completed.stderr[-4000:]}")
-    return Run.from_json(out)
+    return run_isolated(mode, corpus, out, config, working_dir=working_dir)
 
 
 def bench_preset(preset: str, corpus: Path, files: List[Path], rate_429: float, out_dir: Path, work: Path) -> Dict[str, Any]:
