@@ -40,6 +40,19 @@ def test_vectors_equal_plain_sentence_transformers(fresh_batchers):
     assert list(embedding.batcher("cpu", 4).stats["batch_sizes"]) == [4, 4, 3]
 
 
+def test_cpu_forward_passes_come_in_few_token_lengths(fresh_batchers):
+    """Padded to a multiple of CPU_PAD_TO_MULTIPLE: a bounded set of shapes (the worker's heap keeps one entry per shape)."""
+    lengths = []
+    hook = load_model("cpu")[0].register_forward_pre_hook(
+        lambda module, args: lengths.append(args[0]["input_ids"].shape[1]))
+    try:
+        encode(TEXTS, device="cpu", batch_size=64)
+    finally:
+        hook.remove()
+    assert len(lengths) == -(-len(TEXTS) // embedding.CPU_FORWARD_BATCH)
+    assert all(length % embedding.CPU_PAD_TO_MULTIPLE == 0 for length in lengths), lengths
+
+
 def test_empty_input():
     assert encode([], device="cpu").shape == (0, EMBEDDING_DIM)
 
