@@ -82,3 +82,29 @@ def test_release_after_ingest_stops_every_task_ingest_left_on_its_loop(tmp_path,
     release_rag(rag)
     left = [t for t in asyncio.all_tasks(loop) if not t.done()]
     assert not left, [t.get_coro() for t in left]
+
+
+def _merge_lock_keys(workspace):
+    from lightrag.kg import shared_storage
+
+    return [k for k in shared_storage._storage_keyed_lock._async_lock if k.startswith(f"{workspace}:GraphDB:")]
+
+
+def test_release_forgets_the_workspaces_idle_merge_locks_only(tmp_path, corpus):
+    from lightrag.kg.shared_storage import get_storage_keyed_lock
+
+    rag = _rag(tmp_path)
+    workspace = rag.lightrag_kwargs["workspace"]
+    ingest(rag, corpus, parse_workers=1, progress=False)
+    assert _merge_lock_keys(workspace), "LightRAG no longer keeps a lock per merged entity"
+
+    async def hold_then_release(other):
+        async with get_storage_keyed_lock(["idle entity"], namespace=f"{other}:GraphDB"):
+            pass
+        async with get_storage_keyed_lock(["held entity"], namespace=f"{workspace}:GraphDB"):
+            await asyncio.to_thread(release_rag, rag)  # released while another merge holds a lock
+
+    other = f"other-{uuid.uuid4().hex[:8]}"
+    asyncio.run(hold_then_release(other))
+    assert _merge_lock_keys(workspace) == [f"{workspace}:GraphDB:held entity"]
+    assert _merge_lock_keys(other) == [f"{other}:GraphDB:idle entity"]  # another workspace's stay
