@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -99,3 +101,30 @@ def test_the_embedding_worker_process_returns_the_in_process_vectors():
     in_process = asyncio.run(minilm_embedding_func(device="cpu", in_process=True)(texts))
     assert in_worker.shape == (2, EMBEDDING_DIM)
     assert np.allclose(in_worker, in_process, atol=1e-5)
+
+
+def _mapped_kb(path_suffix):
+    """(Size, Rss) in KB of this process's mappings of files ending in ``path_suffix``."""
+    size = rss = 0
+    current = None
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5 and ":" in fields[3]:
+                current = fields[5] if len(fields) > 5 else ""
+            elif current and current.endswith(path_suffix) and fields[0] in ("Size:", "Rss:"):
+                if fields[0] == "Size:":
+                    size += int(fields[1])
+                else:
+                    rss += int(fields[1])
+    return size, rss
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="reads Linux's /proc/self/smaps")
+def test_cpu_model_weights_are_resident_once_loaded():
+    """Not paged in a token at a time while encoding: the worker's RSS must not creep with new words."""
+    load_model("cpu")
+    size, rss = _mapped_kb(".safetensors")
+    if size == 0:
+        pytest.skip("the weights are not memory-mapped from the model file here")
+    assert rss >= 0.95 * size, (size, rss)
