@@ -19,10 +19,10 @@ import sys
 import threading
 import time
 import tracemalloc
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import MutableMapping
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Hashable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Hashable, Iterator, List, Optional
 
 import numpy as np
 import pandas as pd
@@ -217,14 +217,20 @@ class BoundedStore(MutableMapping):
 # --------------------------------------------------------------------------- RSSMonitor
 
 
+CPU_WINDOW_S = 0.25  # RSSMonitor's cpu_pct is a rate over at least this long: 25 clock ticks
+
+
 class RSSMonitor:
     """Sample RSS and CPU of a process (and its children) on a background thread.
 
-    ``cpu_pct`` is the CPU time used by the whole process tree during a sample
-    interval divided by (interval x number of logical cores), times 100: 100%
-    means every core was busy, so a single-threaded run on 8 cores shows ~12.5%.
-    It is NaN for the first sample, which has no interval behind it, and for a
-    final sample taken less than ``interval_s / 2`` after the previous one.
+    ``cpu_pct`` is the CPU time the whole process tree used over the last
+    ``CPU_WINDOW_S`` (at least) divided by (that time x number of logical
+    cores), times 100: 100% means every core was busy, so a single-threaded
+    run on 8 cores shows ~12.5%. It is NaN until a timeline is that long:
+    CPU time comes in clock ticks (usually 10 ms) and the sampling thread can
+    wait for the GIL between reading a process's CPU time and the clock, so
+    rates over a few tens of milliseconds are noise (a 50 ms interval once
+    read 279% on 2 cores).
 
     Samples are taken every ``interval_s`` plus once at ``start()`` and once at
     ``stop()``; a spike shorter than the interval can be missed. Each ``start()``
@@ -243,7 +249,8 @@ class RSSMonitor:
         self._thread: Optional[threading.Thread] = None
         self._t0 = 0.0
         self._last_sample_t: Optional[float] = None
-        self._cpu_seen: Dict[int, Tuple[float, float]] = {}  # pid -> (cpu seconds, when read)
+        self._last_sample_epoch: Optional[float] = None  # the same moment on psutil's clock (create_time)
+        self._cpu_seen: Dict[int, deque] = {}  # pid -> its readings (cpu seconds, when read) in the window
 
     def start(self) -> "RSSMonitor":
         if self._thread is not None:
@@ -253,6 +260,7 @@ class RSSMonitor:
         self._stop_event.clear()
         self._t0 = time.perf_counter()
         self._last_sample_t = None
+        self._last_sample_epoch = None
         self._cpu_seen = {}
         self._sample()
         self._thread = threading.Thread(target=self._run, name="RSSMonitor", daemon=True)
@@ -288,8 +296,13 @@ class RSSMonitor:
 
     def _sample(self) -> None:
         started = sample_t = time.perf_counter()
+        started_epoch = time.time()
         own_mb = children_mb = busy_cores = 0.0
-        for proc in self._tree():
+        own_window_s = 0.0
+        tree = self._tree()
+        for gone in set(self._cpu_seen) - {proc.pid for proc in tree}:
+            del self._cpu_seen[gone]
+        for proc in tree:
             try:
                 with proc.oneshot():
                     times = proc.cpu_times()
@@ -298,6 +311,7 @@ class RSSMonitor:
                     # one timestamp for the whole sample would skew the rates.
                     read_t = time.perf_counter()
                     rss_mb = proc.memory_info().rss / MB
+                    created = proc.create_time()
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue  # exited between listing and reading
             if proc.pid == self.process.pid:
@@ -305,19 +319,24 @@ class RSSMonitor:
                 sample_t = read_t
             else:
                 children_mb += rss_mb
-            cumulative = times.user + times.system
-            # A child first seen now is counted from the previous sample: it was born since.
-            previous_cpu, previous_t = self._cpu_seen.get(proc.pid, (0.0, self._last_sample_t))
-            self._cpu_seen[proc.pid] = (cumulative, read_t)
-            if previous_t is not None:
-                busy_cores += (cumulative - previous_cpu) / max(read_t - previous_t, 1e-9)
-        # CPU time comes in clock ticks (usually 10 ms), so over a very short
-        # interval, e.g. a stop() right after a sample, the ratio is noise.
-        if self._last_sample_t is None or started - self._last_sample_t < self.interval_s / 2:
-            cpu_pct = float("nan")
-        else:
-            cpu_pct = 100.0 * busy_cores / (psutil.cpu_count() or 1)
-        self._last_sample_t = started
+            readings = self._cpu_seen.get(proc.pid)
+            if readings is None:
+                readings = self._cpu_seen[proc.pid] = deque()
+                # A child born since the last sample used all its CPU time since then;
+                # one that was there but not listed (a race) is only counted from now.
+                if self._last_sample_t is not None and created >= self._last_sample_epoch:
+                    readings.append((0.0, self._last_sample_t))
+            readings.append((times.user + times.system, read_t))
+            # The newest reading at least CPU_WINDOW_S old starts this process's window.
+            while len(readings) > 2 and read_t - readings[1][1] >= CPU_WINDOW_S:
+                readings.popleft()
+            (first_cpu, first_t), (cpu, _) = readings[0], readings[-1]
+            if read_t > first_t:
+                busy_cores += (cpu - first_cpu) / (read_t - first_t)
+            if proc.pid == self.process.pid:
+                own_window_s = read_t - first_t
+        cpu_pct = 100.0 * busy_cores / (psutil.cpu_count() or 1) if own_window_s >= CPU_WINDOW_S else float("nan")
+        self._last_sample_t, self._last_sample_epoch = started, started_epoch
         sample = {
             "t_s": sample_t - self._t0,
             "rss_mb": own_mb,

@@ -224,6 +224,33 @@ def test_rss_monitor_counts_children_and_cpu():
     assert frame["cpu_pct"].max() <= 110
 
 
+def test_rss_monitor_does_not_charge_a_child_it_missed_with_its_past_cpu(monkeypatch):
+    """A child that was running but missing from one listing (a race) counts from when it is seen."""
+    child_code = "import time\nend = time.process_time() + 1.0\nwhile time.process_time() < end: pass\ntime.sleep(5)"
+    child = subprocess.Popen([sys.executable, "-c", child_code])
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline and sum(__import__("psutil").Process(child.pid).cpu_times()[:2]) < 0.9:
+            time.sleep(0.05)  # until the child has a second of CPU time behind it
+        monitor = RSSMonitor(interval_s=0.05)
+        listings = []
+        full_tree = monitor._tree
+
+        def tree_missing_children_at_first():
+            listings.append(1)
+            return full_tree() if len(listings) > 3 else [monitor.process]
+
+        monkeypatch.setattr(monitor, "_tree", tree_missing_children_at_first)
+        with monitor:
+            time.sleep(0.8)
+    finally:
+        child.kill()
+        child.wait()
+    frame = monitor.frame()
+    assert frame["children_rss_mb"].iloc[-1] > 0  # the child was seen in the end
+    assert frame["cpu_pct"].max() <= 110, frame
+
+
 # --------------------------------------------------------------------------- MemoryBudget
 
 
