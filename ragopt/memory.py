@@ -311,30 +311,27 @@ class RSSMonitor:
                     # one timestamp for the whole sample would skew the rates.
                     read_t = time.perf_counter()
                     rss_mb = proc.memory_info().rss / MB
-                    created = proc.create_time()
+                    # A child born since the last sample used all its CPU time since then;
+                    # one that was there but not listed (a race) is only counted from now.
+                    born_since_last = (proc.pid not in self._cpu_seen and self._last_sample_t is not None
+                                       and proc.create_time() >= self._last_sample_epoch)
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue  # exited between listing and reading
-            if proc.pid == self.process.pid:
-                own_mb = rss_mb
-                sample_t = read_t
-            else:
-                children_mb += rss_mb
-            readings = self._cpu_seen.get(proc.pid)
-            if readings is None:
-                readings = self._cpu_seen[proc.pid] = deque()
-                # A child born since the last sample used all its CPU time since then;
-                # one that was there but not listed (a race) is only counted from now.
-                if self._last_sample_t is not None and created >= self._last_sample_epoch:
-                    readings.append((0.0, self._last_sample_t))
-            readings.append((times.user + times.system, read_t))
+            cumulative = times.user + times.system
+            readings = self._cpu_seen.setdefault(proc.pid, deque())
+            if born_since_last:
+                readings.append((0.0, self._last_sample_t))
+            readings.append((cumulative, read_t))
             # The newest reading at least CPU_WINDOW_S old starts this process's window.
             while len(readings) > 2 and read_t - readings[1][1] >= CPU_WINDOW_S:
                 readings.popleft()
-            (first_cpu, first_t), (cpu, _) = readings[0], readings[-1]
+            first_cpu, first_t = readings[0]
             if read_t > first_t:
-                busy_cores += (cpu - first_cpu) / (read_t - first_t)
+                busy_cores += (cumulative - first_cpu) / (read_t - first_t)
             if proc.pid == self.process.pid:
-                own_window_s = read_t - first_t
+                own_mb, sample_t, own_window_s = rss_mb, read_t, read_t - first_t
+            else:
+                children_mb += rss_mb
         cpu_pct = 100.0 * busy_cores / (psutil.cpu_count() or 1) if own_window_s >= CPU_WINDOW_S else float("nan")
         self._last_sample_t, self._last_sample_epoch = started, started_epoch
         sample = {

@@ -230,7 +230,7 @@ def test_rss_monitor_does_not_charge_a_child_it_missed_with_its_past_cpu(monkeyp
     child = subprocess.Popen([sys.executable, "-c", child_code])
     try:
         deadline = time.time() + 20
-        while time.time() < deadline and sum(__import__("psutil").Process(child.pid).cpu_times()[:2]) < 0.9:
+        while time.time() < deadline and sum(psutil.Process(child.pid).cpu_times()[:2]) < 0.9:
             time.sleep(0.05)  # until the child has a second of CPU time behind it
         monitor = RSSMonitor(interval_s=0.05)
         listings = []

@@ -29,14 +29,13 @@ EMBEDDING_DIM = 384
 MAX_TOKEN_SIZE = 256  # MiniLM truncates longer inputs; LightRAG uses it for summaries
 MODEL_NAME = "all-MiniLM-L6-v2"
 CPU_FORWARD_BATCH = 4
-# Token lengths of a CPU forward pass are padded up to a multiple of this. Every
-# new (texts, tokens) shape leaves a few KB in torch's CPU kernels for good:
-# over 1,200 encode calls of 1-21 texts the worker's malloc heap grew
-# 180 -> 190 MB unpadded (a slope slowing towards the 4 x 256 shapes there
-# are), and stayed flat (+0.1 MB over 300 calls) padded to 32 tokens, where
-# at most 4 x 16 shapes exist with 16. Padding is masked out of the pooled
-# vectors (they differ by ~1.5e-7) and measured at the same speed with 16
-# (46-47 texts/s vs 45-47 on mixed short texts; 44 with 32).
+# Token lengths of a CPU forward pass are padded up to a multiple of this, so
+# there are at most 4 x 16 shapes instead of 4 x 256. Every new (texts, tokens)
+# shape leaves a few KB in torch's CPU kernels for good: over 1,200 encode
+# calls of 1-21 texts the worker's malloc heap grew 180 -> 190 MB unpadded,
+# and stayed flat (+0.1 MB over 300 calls) padded to 32. Padding is masked out
+# of the pooled vectors (they differ by ~1.5e-7); measured at the same speed
+# with 16 (46-47 texts/s vs 45-47 on mixed short texts; 44 with 32).
 CPU_PAD_TO_MULTIPLE = 16
 # torch threads of the model on a CPU: every usable core by default. The worker
 # is a process of its own, and LightRAG's Python work in the ingesting process
@@ -101,8 +100,8 @@ def _encode_batch(texts: Sequence[str], device: str) -> np.ndarray:
 
     On a CPU the batch is cut into length-sorted forward passes of
     ``CPU_FORWARD_BATCH`` texts (sentence-transformers sorts by length): a pass
-    pads every text to its longest (rounded up, see ``CPU_PAD_TO_MULTIPLE``), and entity descriptions range from a few
-    words to the 256-token limit. Measured on 2 cores with 1,089 entity,
+    pads every text to its longest (rounded up, see ``CPU_PAD_TO_MULTIPLE``),
+    and entity descriptions range from a few words to the 256-token limit. Measured on 2 cores with 1,089 entity,
     relation and chunk texts of a sample run, in calls of 64: 75 texts/s in
     passes of 4, 60-66 in passes of 8, 48 in 16, 19 in one pass of 64. An
     accelerator takes the whole batch.
