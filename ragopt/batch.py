@@ -162,10 +162,13 @@ class _Ingestion:
         try:
             seen: Dict[str, str] = {}
             documents = []
+            earlier = None  # the previous file's claim
             for path in self.paths:
                 key = str(path)
                 self.rows[key] = {"file": key, "doc_id": None, "status": None, "cache_hit": None, "_start": time.perf_counter()}
-                documents.append(asyncio.create_task(self._document(path, seen, loop)))
+                claimed = asyncio.Event()
+                documents.append(asyncio.create_task(self._document(path, seen, earlier, claimed, loop)))
+                earlier = claimed
             await asyncio.gather(*documents)
             await asyncio.gather(*self.pipeline_tasks)
         except BaseException:
@@ -184,17 +187,27 @@ class _Ingestion:
                 if attempt == 2:
                     raise RuntimeError(f"{path}: the parser process crashed twice on this file") from None
 
-    async def _document(self, path: Path, seen: Dict[str, str], loop) -> None:
+    async def _document(self, path: Path, seen: Dict[str, str], earlier: Optional[asyncio.Event],
+                        claimed: asyncio.Event, loop) -> None:
         key = str(path)
-        async with self.buffer:
-            try:
-                doc_id = await asyncio.to_thread(content_doc_id, path)
-            except OSError as error:
-                return self._finish(key, "failed", "read", error)
+        try:
+            doc_id = await asyncio.to_thread(content_doc_id, path)
+        except OSError as error:
+            doc_id = error
+        # Content is claimed in input order, so of two files with the same bytes
+        # the first listed is ingested, not whichever hash finished first.
+        if earlier is not None:
+            await earlier.wait()
+        try:
+            if isinstance(doc_id, OSError):
+                return self._finish(key, "failed", "read", doc_id)
             self.rows[key]["doc_id"] = doc_id
             if doc_id in seen:
                 return self._finish(key, "skipped", "dedupe", f"same content as {seen[doc_id]}")
             seen[doc_id] = key
+        finally:
+            claimed.set()
+        async with self.buffer:
             status = await self.lightrag.doc_status.get_by_id(doc_id)
             if _fully_processed(status):
                 return self._finish(key, "skipped", "resume", "already ingested")
