@@ -8,9 +8,9 @@ Two stages overlap:
 2. **Insert**: each document's text is queued into LightRAG as soon as it is
    parsed, and one LightRAG pipeline run processes everything queued, with
    ``tuning.lightrag_settings`` keeping every LLM slot busy. The first run
-   starts once enough documents are queued to fill the slots (or parsing is
-   done), so a run does not start with a single document and leave the rest
-   behind its barrier. When a document's text is processed, its multimodal
+   starts once enough documents are queued to fill the slots (or every
+   document is queued), so a run does not start with a single document and
+   leave the rest behind its barrier. When a document's text is processed, its multimodal
    items (tables, images) go through RAG-Anything's own processors while the
    text of other documents is still being extracted.
 
@@ -224,7 +224,9 @@ class _Ingestion:
             self._event("parse_complete", file_path=key, doc_id=doc_id, duration_s=parse_s)
 
             if self.budget is not None:
+                self.rows[key]["gated"] = True  # the run must not wait for a document the gate holds
                 await self.budget.acquire()
+                del self.rows[key]["gated"]
             try:
                 text_s, multimodal_s = await self._insert(key, doc_id, content, status)
             except Exception as error:
@@ -259,8 +261,10 @@ class _Ingestion:
             # A previous run got past the text (multimodal was interrupted): never queue it twice.
             text_done = status is not None and status.get("status") in (DocStatus.HANDLING, DocStatus.PROCESSED)
             if text.strip() and not text_done:
-                track_id = await self._process_text(doc_id, text, file_ref, previous=status)
+                track_id = await self._process_text(path, doc_id, text, file_ref, previous=status)
                 await self.rag._annotate_text_chunk_pages(doc_id, track_id, text, page_intervals, None, False)
+            else:
+                self.rows[path]["queued"] = True  # nothing to queue
             text_s = time.perf_counter() - start
             self._event("text_insert_complete", file_path=path, doc_id=doc_id, duration_s=text_s)
             await self.rag._upsert_doc_status(doc_id, file_ref, status=DocStatus.HANDLING, error_msg="")
@@ -277,7 +281,7 @@ class _Ingestion:
             raise RuntimeError(f"{doc_id} ended as {final.get('status') if final else 'missing'}: {(final or {}).get('error_msg', '')}")
         return text_s, multimodal_s
 
-    async def _process_text(self, doc_id: str, text: str, file_ref: str, previous: Optional[dict]) -> Optional[str]:
+    async def _process_text(self, path: str, doc_id: str, text: str, file_ref: str, previous: Optional[dict]) -> Optional[str]:
         """Queue the text in LightRAG (unless a previous run queued it) and wait until it is processed.
 
         A record left by a previous run (pending, processing or failed) is
@@ -289,6 +293,7 @@ class _Ingestion:
         self.waiting_text[doc_id] = (waiter, (previous or {}).get("updated_at"))
         if previous is None:
             track_id = await self.lightrag.apipeline_enqueue_documents(input=text, ids=doc_id, file_paths=file_ref)
+        self.rows[path]["queued"] = True
         self._maybe_start_pipeline()
         record = await waiter
         if record.get("status") != "processed":
@@ -301,14 +306,20 @@ class _Ingestion:
         Calling LightRAG's run while one is busy only asks it to come back for
         the newly queued documents when its current batch ends.
         """
-        if not self.pipeline_started and len(self.waiting_text) < self.start_after and not self._all_parsed():
+        if not self.pipeline_started and len(self.waiting_text) < self.start_after and not self._all_queued():
             return
         self.pipeline_started = True
         self.pipeline_tasks = [t for t in self.pipeline_tasks if not t.done()]
         self.pipeline_tasks.append(asyncio.create_task(self.lightrag.apipeline_process_enqueue_documents()))
 
-    def _all_parsed(self) -> bool:
-        return all(row.get("parse_s") is not None or row.get("status") is not None for row in self.rows.values())
+    def _all_queued(self) -> bool:
+        """Every document has queued its text in LightRAG, has none to queue, is held by the
+        memory gate, or is finished.
+
+        Not "every document is parsed": a document between its parse and its
+        queueing would miss the run and wait behind its barrier.
+        """
+        return all(row.get("queued") or row.get("gated") or row.get("status") is not None for row in self.rows.values())
 
     async def _poll_text_status(self) -> None:
         """Resolve waiters when LightRAG marks their text processed or (finally) failed.
@@ -402,7 +413,8 @@ async def aingest(
         budget=budget,
         max_buffered=max_buffered,
         workers=parse_workers or max(1, os.cpu_count() or 1),
-        start_after=start_after or rag.lightrag.max_parallel_insert,
+        # No more can be queued than are buffered.
+        start_after=min(start_after or rag.lightrag.max_parallel_insert, max_buffered),
         progress=progress,
     )
     await ingestion.run()

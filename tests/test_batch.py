@@ -296,3 +296,51 @@ def test_parse_pool_is_replaced_after_its_share_of_files_and_nothing_is_lost(tmp
     assert result.counts() == {"ok": 5, "failed": 0, "skipped": 0}, result.files
     assert batch.parse_pool(1) is not pool_before  # replaced at least once on the way
     assert_each_file_processed_once(tmp_path / "w", corpus)
+
+
+# -- when LightRAG's run starts -------------------------------------------------------
+
+
+def test_first_run_waits_for_a_document_parsed_but_not_yet_queued(tmp_path):
+    """Documents queued after LightRAG's run has picked its batch wait behind that batch."""
+    corpus = synthetic_corpus(tmp_path / "corpus", 3, seed=5, paragraphs_per_doc=1)
+    slow_id = content_doc_id(corpus[-1])
+    rag = build_rag(FAST, tmp_path / "w", optimized=True)
+    batches = []
+
+    async def scenario():
+        await rag._ensure_lightrag_initialized()
+        lightrag = rag.lightrag
+        enqueue, statuses = lightrag.apipeline_enqueue_documents, lightrag.doc_status.get_docs_by_statuses
+
+        async def slow_enqueue(*args, **kwargs):
+            if kwargs.get("ids") == slow_id:
+                await asyncio.sleep(0.5)  # parsed, not yet in LightRAG's queue
+            return await enqueue(*args, **kwargs)
+
+        async def recorded_statuses(*args, **kwargs):
+            docs = await statuses(*args, **kwargs)
+            if docs:
+                batches.append(sorted(docs))
+            return docs
+
+        lightrag.apipeline_enqueue_documents = slow_enqueue
+        lightrag.doc_status.get_docs_by_statuses = recorded_statuses
+        return await aingest(rag, corpus, progress=False)
+
+    try:
+        result = run_sync(scenario())
+    finally:
+        release_rag(rag)
+    assert result.counts() == {"ok": 3, "failed": 0, "skipped": 0}, result.files
+    assert batches[0] == sorted(content_doc_id(path) for path in corpus), batches
+
+
+def test_fewer_buffered_documents_than_start_the_run_still_finish(corpus6, tmp_path):
+    rag = build_rag(FAST, tmp_path / "w", optimized=True)
+    try:
+        result = run_sync(asyncio.wait_for(aingest(rag, corpus6, max_buffered=2, progress=False), 240))
+    finally:
+        release_rag(rag)
+    assert result.counts() == {"ok": 6, "failed": 0, "skipped": 0}, result.files
+    assert_each_file_processed_once(tmp_path / "w", corpus6)
