@@ -108,3 +108,37 @@ def test_release_forgets_the_workspaces_idle_merge_locks_only(tmp_path, corpus):
     asyncio.run(hold_then_release(other))
     assert _merge_lock_keys(workspace) == [f"{workspace}:GraphDB:held entity"]
     assert _merge_lock_keys(other) == [f"{other}:GraphDB:idle entity"]  # another workspace's stay
+
+
+def test_documents_held_by_the_gate_do_not_keep_lightrag_from_starting(tmp_path, corpus):
+    """Memory is freed by the work under way: the run must start with the documents already admitted."""
+    from ragopt.aio import run_sync
+    from ragopt.batch import aingest
+
+    rag = _rag(tmp_path)
+    started = []
+
+    def rss_mb():  # the first document gets in; then memory is high until LightRAG's run starts
+        rss_mb.reads += 1
+        return 0.1 if rss_mb.reads == 1 or started else 10_000.0
+
+    rss_mb.reads = 0
+    budget = MemoryBudget(max_mb=1, rss_fn=rss_mb, poll_s=0.001)  # reads cached for 0.5 ms only
+
+    async def scenario():
+        await rag._ensure_lightrag_initialized()
+        run = rag.lightrag.apipeline_process_enqueue_documents
+
+        async def recorded_run(*args, **kwargs):
+            started.append(True)
+            return await run(*args, **kwargs)
+
+        rag.lightrag.apipeline_process_enqueue_documents = recorded_run
+        return await asyncio.wait_for(aingest(rag, corpus, budget=budget, parse_workers=1, progress=False), 120)
+
+    try:
+        result = run_sync(scenario())
+    finally:
+        release_rag(rag)
+    assert result.counts() == {"ok": len(corpus), "failed": 0, "skipped": 0}, result.files
+    assert budget.held_count >= 1
