@@ -10,9 +10,9 @@ Two stages overlap:
    ``tuning.lightrag_settings`` keeping every LLM slot busy. The first run
    starts once enough documents are queued to fill the slots (or every
    document is queued), so a run does not start with a single document and
-   leave the rest behind its barrier. When a document's text is processed, its multimodal
-   items (tables, images) go through RAG-Anything's own processors while the
-   text of other documents is still being extracted.
+   leave the rest behind its barrier. When a document's text is processed,
+   its multimodal items (tables, images) go through RAG-Anything's own
+   processors while the text of other documents is still being extracted.
 
 This follows the steps of ``RAGAnything.insert_content_list`` (text insert,
 page annotation, HANDLING status, multimodal processing, PROCESSED), but it
