@@ -1,47 +1,75 @@
 """ragopt: measure and speed up document ingestion in RAG-Anything, from a notebook.
 
-The public API is imported lazily, so ``import ragopt`` stays fast and a
-notebook pays for RAG-Anything, LightRAG and torch only when it uses them.
+The workflow is exported here; components are imported from their rooms
+(``ragopt.backends``, ``ragopt.ingest``, ``ragopt.cache``, ``ragopt.resources``,
+``ragopt.measure``, ``ragopt.ui``). The exports load lazily, so ``import
+ragopt`` stays fast and a notebook pays for RAG-Anything, LightRAG and torch
+only when it uses them.
 """
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
     "RagoptConfig": "ragopt.config",
     "ConfigError": "ragopt.config",
-    "Backends": "ragopt.pipeline",
-    "make_backends": "ragopt.pipeline",
-    "build_rag": "ragopt.pipeline",
-    "Recorder": "ragopt.metrics",
-    "Run": "ragopt.metrics",
-    "aprofile": "ragopt.experiments",
-    "profile": "ragopt.experiments",
-    "ingest": "ragopt.batch",
-    "aingest": "ragopt.batch",
-    "IngestResult": "ragopt.batch",
-    "run_isolated": "ragopt.experiments",
-    "compare_runs": "ragopt.experiments",
-    "before_after": "ragopt.experiments",
-    "ContentCache": "ragopt.cache",
-    "BoundedStore": "ragopt.memory",
-    "RSSMonitor": "ragopt.memory",
-    "MemoryBudget": "ragopt.memory",
-    "LeakCheck": "ragopt.memory",
-    "soak": "ragopt.memory",
-    "release_rag": "ragopt.memory",
-    "arelease_rag": "ragopt.memory",
-    "AdaptiveBatcher": "ragopt.gpu",
-    "choose_device": "ragopt.gpu",
-    "synthetic_corpus": "ragopt.workloads",
-    "SAMPLE_CORPUS": "ragopt.workloads",
+    "Backends": "ragopt.backends",
+    "make_backends": "ragopt.backends",
+    "build_rag": "ragopt.ingest.build",
+    "optimize": "ragopt.ingest.optimize",
+    "optimizations": "ragopt.ingest.registry",
+    "ingest": "ragopt.ingest.engine",
+    "aingest": "ragopt.ingest.engine",
+    "IngestResult": "ragopt.ingest.results",
+    "release_rag": "ragopt.ingest.release",
+    "arelease_rag": "ragopt.ingest.release",
+    "ContentCache": "ragopt.cache.content_cache",
+    "MemoryBudget": "ragopt.resources.budget",
+    "RSSMonitor": "ragopt.resources.rss",
+    "BoundedStore": "ragopt.resources.bounded_store",
+    "LeakCheck": "ragopt.resources.leaks",
+    "soak": "ragopt.resources.leaks",
+    "AdaptiveBatcher": "ragopt.resources.gpu",
+    "choose_device": "ragopt.resources.gpu",
+    "Recorder": "ragopt.measure.recorder",
+    "Run": "ragopt.measure.run",
+    "profile": "ragopt.measure.experiments",
+    "aprofile": "ragopt.measure.experiments",
+    "run_isolated": "ragopt.measure.experiments",
+    "compare_runs": "ragopt.measure.tables",
+    "before_after": "ragopt.measure.tables",
+    "synthetic_corpus": "ragopt.measure.workloads",
+    "SAMPLE_CORPUS": "ragopt.measure.workloads",
     "run_sync": "ragopt.aio",
-    "plots": "ragopt.plots",
+    "plots": "ragopt.ui.plots",
 }
 
 __all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # what static tools and IDEs see; at run time the names load on first use
+    from ragopt.aio import run_sync
+    from ragopt.backends import Backends, make_backends
+    from ragopt.cache.content_cache import ContentCache
+    from ragopt.config import ConfigError, RagoptConfig
+    from ragopt.ingest.build import build_rag
+    from ragopt.ingest.engine import aingest, ingest
+    from ragopt.ingest.optimize import optimize
+    from ragopt.ingest.registry import optimizations
+    from ragopt.ingest.release import arelease_rag, release_rag
+    from ragopt.ingest.results import IngestResult
+    from ragopt.measure.experiments import aprofile, profile, run_isolated
+    from ragopt.measure.recorder import Recorder
+    from ragopt.measure.run import Run
+    from ragopt.measure.tables import before_after, compare_runs
+    from ragopt.measure.workloads import SAMPLE_CORPUS, synthetic_corpus
+    from ragopt.resources.bounded_store import BoundedStore
+    from ragopt.resources.budget import MemoryBudget
+    from ragopt.resources.gpu import AdaptiveBatcher, choose_device
+    from ragopt.resources.leaks import LeakCheck, soak
+    from ragopt.resources.rss import RSSMonitor
+    from ragopt.ui import plots
 
 
 def __getattr__(name: str) -> Any:

@@ -9,8 +9,9 @@ nest-asyncio lets the call run to completion on that loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
-from typing import Awaitable, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 
 T = TypeVar("T")
 
@@ -45,3 +46,14 @@ def run_sync(awaitable: Awaitable[T]) -> T:
     nest_asyncio.apply(running)
     return running.run_until_complete(awaitable)
 
+
+
+def blocking(async_func: Callable[..., Awaitable[T]]) -> Callable[..., T]:
+    """The blocking form of ``async_func`` with its signature and docstring (Shift-Tab in Jupyter shows both)."""
+
+    @functools.wraps(async_func)
+    def blocking_form(*args: Any, **kwargs: Any) -> T:
+        return run_sync(async_func(*args, **kwargs))
+
+    blocking_form.__doc__ = f"Blocking form of ``{async_func.__name__}`` (scripts, Jupyter, ``%timeit``).\n\n{async_func.__doc__ or ''}"
+    return blocking_form

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from ragopt.config import ConfigError, RagoptConfig
-from ragopt.workloads import SAMPLE_CORPUS, synthetic_corpus
+from ragopt.measure.experiments import MODES
+from ragopt.measure.workloads import SAMPLE_CORPUS, synthetic_corpus
 
 
 def _corpus(args: argparse.Namespace) -> Path:
@@ -27,7 +28,7 @@ def _corpus(args: argparse.Namespace) -> Path:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from ragopt.experiments import profile
+    from ragopt.measure.experiments import profile
 
     run = profile(args.mode, _corpus(args), RagoptConfig.from_env(), working_dir=args.working_dir)
     run.to_json(args.out)
@@ -35,35 +36,25 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
-BENCHMARKS = {
-    "baseline": "bench_baseline.py",
-    "batch": "bench_batch.py",
-    "cache": "bench_cache.py",
-    "memory": "bench_memory.py",
-    "gpu": "gpu_check.py",
-}
-BENCHMARK_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+BENCHMARKS = ("baseline", "batch", "cache", "memory", "gpu")  # modules of ragopt.measure.bench
 
 
 def cmd_bench(args: argparse.Namespace, rest: List[str]) -> int:
-    """Run a script of benchmarks/ with the remaining arguments (each has --help)."""
-    import runpy
+    """Run one benchmark of ``ragopt.measure.bench`` with the remaining arguments (each has --help)."""
+    from importlib import import_module
 
     chosen = [name for name in BENCHMARKS if getattr(args, name)]
     if len(chosen) != 1:
         print(f"choose one benchmark: {' '.join('--' + name for name in BENCHMARKS)}", file=sys.stderr)
         return 2
-    script = BENCHMARK_DIR / BENCHMARKS[chosen[0]]
-    sys.argv = [str(script), *rest]
     try:
-        runpy.run_path(str(script), run_name="__main__")
-    except SystemExit as done:
+        return int(import_module(f"ragopt.measure.bench.{chosen[0]}").main(rest) or 0)
+    except SystemExit as done:  # argparse's --help and usage errors
         return int(done.code or 0)
-    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ragopt.report import build_report
+    from ragopt.ui.report import build_report
 
     parameters = {"corpus": str(Path(args.corpus).resolve()), "out_dir": str(Path(args.out_dir).resolve())}
     parameters.update(json.loads(args.parameters or "{}"))
@@ -73,8 +64,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from ragopt.experiments import before_after
-    from ragopt.metrics import Run
+    from ragopt.measure.tables import before_after
+    from ragopt.measure.run import Run
 
     before, after = Run.from_json(args.before), Run.from_json(args.after)
     if before.simulated or after.simulated:
@@ -85,13 +76,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_llm_sim_serve(args: argparse.Namespace) -> int:
     from ragopt.backends.llm_server import run_forever
-    from ragopt.backends.llm_sim import SimulatorConfig
+
+    from ragopt.backends import simulator_for
 
     config = RagoptConfig.from_env()
-    overrides = {"seed": config.sim_seed, "rate_429": config.sim_rate_429, "rate_timeout": config.sim_rate_timeout, "rate_5xx": config.sim_rate_5xx}
-    if config.sim_slots:
-        overrides["slots"] = config.sim_slots
-    run_forever(SimulatorConfig.preset(args.preset or config.sim_preset, **overrides), host=args.host, port=args.port)
+    if args.preset:
+        config = config.replace(sim_preset=args.preset)
+    run_forever(simulator_for(config).config, host=args.host, port=args.port)
     return 0
 
 
@@ -105,15 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0)
 
     profile = commands.add_parser("profile", help="profile one RAG-Anything entry point and write its run record")
-    profile.add_argument("--mode", required=True, choices=["rag_batch", "rag_folder", "ragopt"])
+    profile.add_argument("--mode", required=True, choices=MODES)
     profile.add_argument("--out", required=True)
     profile.add_argument("--working-dir", help="RAG storage folder (default: a fresh temporary one)")
     corpus_options(profile)
     profile.set_defaults(func=cmd_profile)
 
     bench = commands.add_parser("bench", help="run a benchmark of benchmarks/; its last output line is one JSON object")
-    for name, script in BENCHMARKS.items():
-        bench.add_argument(f"--{name}", action="store_true", help=f"benchmarks/{script} (further arguments go to it)")
+    for name in BENCHMARKS:
+        bench.add_argument(f"--{name}", action="store_true", help=f"ragopt.measure.bench.{name} (further arguments go to it)")
     bench.set_defaults(func=cmd_bench, passthrough=True)
 
     report = commands.add_parser("report", help="execute a notebook with papermill and export HTML")

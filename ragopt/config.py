@@ -12,12 +12,17 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional
 
 
 class ConfigError(ValueError):
     """A configuration value that cannot be used; the message names the variable."""
+
+
+class ConfigWarning(UserWarning):
+    """A variable of the original guide is set that ragopt does not use."""
 
 
 def _parse_bool(raw: str) -> bool:
@@ -33,13 +38,6 @@ def _parse_positive_int(raw: str) -> int:
     value = int(raw)
     if value < 1:
         raise ValueError("expected an integer >= 1")
-    return value
-
-
-def _parse_port(raw: str) -> int:
-    value = int(raw)
-    if not 0 < value < 65536:
-        raise ValueError("expected a TCP port 1-65535")
     return value
 
 
@@ -89,53 +87,88 @@ def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse_or_none
 
 
-def _env(name: str, parse: Callable[[str], Any], default: Any = None) -> Callable[[], Any]:
+@dataclass(frozen=True)
+class CacheLimit:
+    """The parse cache's bound: a number of entries (``CACHE_SIZE_LIMIT=5000``) or bytes (``=2GB``)."""
+
+    entries: Optional[int] = None
+    bytes: Optional[int] = None
+
+
+def _parse_cache_limit(raw: str) -> Optional[CacheLimit]:
+    """A bare number counts entries, as in the original guide; a size with a unit counts bytes."""
+    text = raw.strip()
+    if text.lower() in {"", "none", "0", "off"}:
+        return None
+    if text.isdigit():
+        return CacheLimit(entries=int(text))
+    return CacheLimit(bytes=_parse_size(text))
+
+
+def _env(name: str, parse: Callable[[str], Any], default: Any = None) -> Any:
     return field(default=default, metadata={"env": name, "parse": parse})
+
+
+# Variables of the original guide's .env.performance that ragopt reads elsewhere or not at all.
+# CUDA_VISIBLE_DEVICES is honoured by CUDA itself (and so by torch's device count).
+READ_BY_CUDA = ("CUDA_VISIBLE_DEVICES",)
+NOT_USED = ("GC_THRESHOLD", "ENABLE_BATCH_CACHE", "PROFILING_ENABLED", "ENABLE_MONITORING", "METRICS_PORT")
 
 
 @dataclass
 class RagoptConfig:
     """All settings of a ragopt run. Field metadata names the environment variable."""
 
-    # Parallel ingestion (ragopt.batch)
-    max_concurrent_files: int = _env("MAX_CONCURRENT_FILES", _parse_positive_int, 4)
-    """Documents in flight at once in ragopt.batch (and RAG-Anything's max_workers)."""
-    max_concurrent_processing: int = _env("MAX_CONCURRENT_PROCESSING", _parse_positive_int, 8)
-    """LLM requests in flight at once: set this to the serving engine's slot count."""
-    batch_size: int = _env("BATCH_SIZE", _parse_positive_int, 64)
-    """Largest embedding batch the micro-batcher sends to the model."""
-    batch_timeout_s: float = _env("BATCH_TIMEOUT", _parse_positive_float, 0.02)
-    """How long the micro-batcher waits for more texts before sending a batch."""
+    # Ingestion (ragopt.ingest)
+    max_concurrent_processing: Optional[int] = _env("MAX_CONCURRENT_PROCESSING", _optional(_parse_positive_int), None)
+    """K: LLM requests the endpoint serves at once (its slots). None: the simulator preset's slots, or 8 for a real endpoint."""
+    max_concurrent_files: Optional[int] = _env("MAX_CONCURRENT_FILES", _optional(_parse_positive_int), None)
+    """Documents in flight at once, parse to done. None: ragopt's choice for ``ingest`` (4 x K, so every
+    LLM slot has work) and 4 for RAG-Anything's entry points (their ``max_workers``)."""
+    worker_pool_size: Optional[int] = _env("WORKER_POOL_SIZE", _optional(_parse_positive_int), None)
+    """Parse processes. None: one per usable core for a CPU parser, one per visible GPU for a GPU parser."""
+    batch_size: Optional[int] = _env("BATCH_SIZE", _optional(_parse_positive_int), None)
+    """Documents per ingest batch (the guide's meaning). None: all of an ``ingest`` call in one batch."""
+    batch_timeout_s: Optional[float] = _env("BATCH_TIMEOUT", _optional(_parse_positive_float), None)
+    """Seconds one batch may take; its documents still unfinished then fail with a per-file error."""
 
-    # Orchestration optimizations of ragopt.batch (each one can be switched off for an ablation)
+    # Optimizations (each one can be switched off for an ablation; ragopt.ingest.registry)
     tuned_concurrency: bool = _env("RAGOPT_TUNED_CONCURRENCY", _parse_bool, True)
-    """LightRAG's knobs set from the LLM's slot count, and gleaning served before new extraction (ragopt.tuning)."""
+    gleaning_priority: bool = _env("RAGOPT_GLEANING_PRIORITY", _parse_bool, True)
     llm_retries: bool = _env("RAGOPT_LLM_RETRIES", _parse_bool, True)
-    """Retry 429/timeout/5xx with exponential backoff and jitter, honouring Retry-After."""
     adaptive_concurrency: bool = _env("RAGOPT_ADAPTIVE_CONCURRENCY", _parse_bool, False)
-    """Halve LLM requests in flight on a 429, grow back by one when calm."""
     micro_batch_embeddings: bool = _env("RAGOPT_MICRO_BATCH_EMBEDDINGS", _parse_bool, True)
     coalesce_flushes: bool = _env("RAGOPT_COALESCE_FLUSHES", _parse_bool, True)
     write_behind_vectors: bool = _env("RAGOPT_WRITE_BEHIND_VECTORS", _parse_bool, True)
-    """Vector writes are embedded in batches in the background; a newer write of an id replaces a pending one."""
+    embedding_batch_size: int = _env("RAGOPT_EMBED_BATCH_SIZE", _parse_positive_int, 64)
+    """Largest embedding batch: the micro-batcher's, and LightRAG's ``embedding_batch_num``."""
+    embedding_batch_wait_s: float = _env("RAGOPT_EMBED_BATCH_WAIT", _parse_positive_float, 0.02)
+    """How long the micro-batcher waits for more texts before it sends a batch."""
 
     # Caches
     enable_parse_cache: bool = _env("ENABLE_PARSE_CACHE", _parse_bool, True)
     enable_llm_cache: bool = _env("ENABLE_LLM_CACHE", _parse_bool, True)
     cache_storage: Optional[str] = _env("CACHE_STORAGE", _optional(str), None)
-    """Parse-cache folder; None means the user's cache directory."""
-    cache_size_limit_bytes: Optional[int] = _env("CACHE_SIZE_LIMIT", _parse_size, None)
+    """Parse-cache folder. None: ``ContentCache.from_config`` uses the caller's default (the user's
+    cache directory for ``ingest``; a fresh folder in the run's working dir for a profiled run)."""
+    cache_size_limit: Optional[CacheLimit] = _env("CACHE_SIZE_LIMIT", _parse_cache_limit, None)
     cache_ttl_hours: Optional[float] = _env("CACHE_TTL_HOURS", _optional(_parse_positive_float), None)
 
     # Memory and GPU
     max_memory_mb: Optional[int] = _env("MAX_MEMORY_MB", _optional(_parse_positive_int), None)
-    memory_cleanup_interval_s: float = _env("MEMORY_CLEANUP_INTERVAL", _parse_positive_float, 60.0)
+    """RSS of the process tree above which ``ingest`` admits no new document (``MemoryBudget``)."""
+    memory_cleanup_interval_s: Optional[float] = _env("MEMORY_CLEANUP_INTERVAL", _optional(_parse_positive_float), None)
+    """Seconds between collections of garbage and trims of malloc's free memory while ``ingest`` runs."""
     gpu_memory_fraction: Optional[float] = _env("GPU_MEMORY_FRACTION", _optional(_parse_fraction), None)
+    """Share of a CUDA device's memory the embedding model's process may use."""
     fallback_to_cpu: bool = _env("FALLBACK_TO_CPU", _parse_bool, True)
+    """An embedding device that is asked for but missing falls back to the CPU (else: an error)."""
+    embedding_device: Optional[str] = _env("RAGOPT_EMBEDDING_DEVICE", _optional(str), None)
+    """cuda, mps or cpu for the embedding model. None: the best available."""
+    embed_threads: Optional[int] = _env("RAGOPT_EMBED_THREADS", _optional(_parse_positive_int), None)
+    """torch CPU threads of the embedding model. None: every usable core."""
 
-    # Monitoring
-    enable_monitoring: bool = _env("ENABLE_MONITORING", _parse_bool, True)
-    metrics_port: Optional[int] = _env("METRICS_PORT", _optional(_parse_port), None)
+    # Profiling
     sample_interval_s: float = _env("RAGOPT_SAMPLE_INTERVAL", _parse_positive_float, 0.25)
 
     # Model backends: the simulator unless a real endpoint is configured
@@ -145,12 +178,10 @@ class RagoptConfig:
     llm_model: str = _env("RAGOPT_LLM_MODEL", str, "gpt-4o-mini")
     vision_model: Optional[str] = _env("RAGOPT_VISION_MODEL", _optional(str), None)
     sim_preset: str = _env("RAGOPT_SIM_PRESET", str, "default")
-    sim_slots: Optional[int] = _env("RAGOPT_SIM_SLOTS", _optional(_parse_positive_int), None)
     sim_rate_429: float = _env("RAGOPT_SIM_RATE_429", _parse_rate, 0.0)
     sim_rate_timeout: float = _env("RAGOPT_SIM_RATE_TIMEOUT", _parse_rate, 0.0)
     sim_rate_5xx: float = _env("RAGOPT_SIM_RATE_5XX", _parse_rate, 0.0)
     sim_seed: int = _env("RAGOPT_SIM_SEED", int, 0)
-    embedding_device: Optional[str] = _env("RAGOPT_EMBEDDING_DEVICE", _optional(str), None)
 
     @property
     def uses_simulator(self) -> bool:
@@ -170,6 +201,9 @@ class RagoptConfig:
                 values[f.name] = f.metadata["parse"](raw)
             except (ValueError, TypeError) as exc:
                 raise ConfigError(f"{name}={raw!r} is not valid: {exc}") from None
+        unused = [name for name in NOT_USED if name in environ]
+        if unused:
+            warnings.warn(f"ragopt does not use {', '.join(unused)} (set, and ignored)", ConfigWarning, stacklevel=2)
         if values.get("llm_api_key") is None and "OPENAI_API_KEY" in environ:
             values["llm_api_key"] = environ["OPENAI_API_KEY"]
         values.update(overrides)
@@ -183,7 +217,7 @@ class RagoptConfig:
         env = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            env[f.metadata["env"]] = "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+            env[f.metadata["env"]] = _to_env_value(value)
         return env
 
     def to_dict(self) -> Dict[str, Any]:
@@ -192,3 +226,13 @@ class RagoptConfig:
         if data.get("llm_api_key"):
             data["llm_api_key"] = "***"
         return data
+
+
+def _to_env_value(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, CacheLimit):
+        return str(value.entries) if value.entries is not None else f"{value.bytes}B"
+    return str(value)

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
-SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "data" / "sample"
+TEST_DATA = ROOT / "tests" / "data"  # a small licensed subset of the dev corpus (SOURCES.md there)
+# The larger dev corpus lies beside the repository (../shared) in CI, not in a clone.
+DEV_CORPUS = Path(os.environ.get("RAGOPT_DEV_CORPUS") or ROOT.parent / "shared" / "corpus" / "dev")
+needs_dev_corpus = pytest.mark.skipif(
+    not DEV_CORPUS.is_dir(), reason=f"no dev corpus at {DEV_CORPUS} (set RAGOPT_DEV_CORPUS; a clone has none)"
+)
 GOOD_PDF = "fbi_nics_firearm_checks_2015-11.pdf"  # one page, text layer, no images
 ALPHA = (
     "Ada Okafor of Northwind Labs presented new results on solid-state batteries at a workshop in Lisbon.\n"

@@ -1,6 +1,6 @@
 import pytest
 
-from ragopt.config import ConfigError, RagoptConfig
+from ragopt.config import CacheLimit, ConfigError, RagoptConfig
 
 
 def test_guide_variables_are_read():
@@ -13,17 +13,15 @@ def test_guide_variables_are_read():
         "GPU_MEMORY_FRACTION": "0.5",
         "FALLBACK_TO_CPU": "no",
         "BATCH_SIZE": "128",
-        "METRICS_PORT": "9100",
     })
     assert config.max_concurrent_files == 6
     assert config.enable_parse_cache is False
-    assert config.cache_size_limit_bytes == 2 * 1024**3
+    assert config.cache_size_limit == CacheLimit(bytes=2 * 1024**3)
     assert config.cache_ttl_hours == 12.0
     assert config.max_memory_mb == 4096
     assert config.gpu_memory_fraction == 0.5
     assert config.fallback_to_cpu is False
     assert config.batch_size == 128
-    assert config.metrics_port == 9100
 
 
 @pytest.mark.parametrize("name,value", [
@@ -32,7 +30,7 @@ def test_guide_variables_are_read():
     ("ENABLE_LLM_CACHE", "maybe"),
     ("GPU_MEMORY_FRACTION", "1.5"),
     ("CACHE_SIZE_LIMIT", "lots"),
-    ("METRICS_PORT", "70000"),
+    ("BATCH_TIMEOUT", "-1"),
 ])
 def test_bad_value_names_the_variable(name, value):
     with pytest.raises(ConfigError, match=name):

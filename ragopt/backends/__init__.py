@@ -1,0 +1,89 @@
+"""The model backends of a run behind one small protocol: ``make_backends(config) -> Backends``.
+
+The in-process LLM simulator by default, or a real OpenAI-compatible endpoint
+when RAGOPT_LLM_BASE_URL is set; MiniLM embeddings and the offline tokenizer
+either way. Like an httpx transport, the simulator plugs in exactly where a
+real endpoint does: the rest of ragopt only sees the functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict
+
+from ragopt.config import RagoptConfig
+
+DEFAULT_ENDPOINT_SLOTS = 8  # K for a real endpoint when MAX_CONCURRENT_PROCESSING is not set
+
+
+@dataclass
+class Backends:
+    """The model functions of one run and what they stand for."""
+
+    llm_func: Callable
+    vision_func: Callable
+    embedding_func: Any  # lightrag.utils.EmbeddingFunc
+    slots: int
+    """Concurrent requests the LLM service serves: K in the LLM-bound limit."""
+    description: str
+    simulator: Any = None  # ragopt.backends.llm_sim.LLMSimulator when simulated
+
+    @property
+    def simulated(self) -> bool:
+        return self.simulator is not None
+
+
+def embedding_for(config: RagoptConfig) -> Any:
+    """MiniLM on the configured device, in its worker process."""
+    from ragopt.backends.embedding import DeviceChoice, minilm_embedding_func
+
+    device = DeviceChoice(config.embedding_device, config.gpu_memory_fraction, config.fallback_to_cpu, config.embed_threads)
+    return minilm_embedding_func(device=device, batch_size=config.embedding_batch_size)
+
+
+def simulator_for(config: RagoptConfig):
+    """A fresh simulator with the config's preset, K, faults and seed."""
+    from ragopt.backends.llm_sim import LLMSimulator, SimulatorConfig
+
+    overrides: Dict[str, Any] = {
+        "seed": config.sim_seed,
+        "rate_429": config.sim_rate_429,
+        "rate_timeout": config.sim_rate_timeout,
+        "rate_5xx": config.sim_rate_5xx,
+    }
+    if config.max_concurrent_processing is not None:
+        overrides["slots"] = config.max_concurrent_processing
+    return LLMSimulator(SimulatorConfig.preset(config.sim_preset, **overrides))
+
+
+def make_backends(config: RagoptConfig) -> Backends:
+    """The simulator unless a real endpoint is configured; MiniLM embeddings."""
+    embedding = embedding_for(config)
+    if not config.uses_simulator:
+        from ragopt.backends.openai_endpoint import endpoint_llm_func
+
+        llm = endpoint_llm_func(config.llm_base_url, config.llm_api_key, config.llm_model)
+        vision = endpoint_llm_func(config.llm_base_url, config.llm_api_key, config.vision_model or config.llm_model)
+        return Backends(
+            llm_func=llm,
+            vision_func=vision,
+            embedding_func=embedding,
+            slots=config.max_concurrent_processing or DEFAULT_ENDPOINT_SLOTS,
+            description=f"endpoint {config.llm_base_url} model {config.llm_model}",
+        )
+
+    from ragopt.backends.llm_sim import llm_func, vision_func
+
+    simulator = simulator_for(config)
+    sim_config = simulator.config
+    return Backends(
+        llm_func=llm_func(simulator),
+        vision_func=vision_func(simulator),
+        embedding_func=embedding,
+        slots=sim_config.slots,
+        description=(
+            f"SIMULATED LLM service (preset {config.sim_preset}, K={sim_config.slots}, "
+            f"{sim_config.ttft_s:g} s + {sim_config.tpot_s * 1000:g} ms/token)"
+        ),
+        simulator=simulator,
+    )

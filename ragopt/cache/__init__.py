@@ -1,0 +1,1 @@
+"""The content-addressed parse cache and its store backends."""

@@ -1,0 +1,120 @@
+"""Every touch of LightRAG 1.4.16's private names and process-global state, one function each.
+
+Each function says what it relies on; ``tests/compat/test_pins.py`` pins the
+signature or shape of every target.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Iterable, List
+
+GLEAN_PRIORITY = 9  # LightRAG's LLM queue serves lower numbers first: summaries 8, extraction 10
+
+
+async def pipeline_status(lightrag: Any) -> Dict[str, Any]:
+    """The workspace's shared ``pipeline_status`` dict (``busy``, ``request_pending``, ``cancellation_requested``).
+
+    Relies on ``lightrag.kg.shared_storage.get_namespace_data(namespace, workspace=...)``.
+    """
+    from lightrag.kg.shared_storage import get_namespace_data
+
+    return await get_namespace_data("pipeline_status", workspace=getattr(lightrag, "workspace", None))
+
+
+async def flush_all(lightrag: Any) -> None:
+    """LightRAG's end-of-document flush of every storage (``LightRAG._insert_done()``)."""
+    await lightrag._insert_done()
+
+
+def replace_flush_all(lightrag: Any, flush: Callable[..., Any]) -> None:
+    """Make LightRAG call ``flush`` where it calls ``_insert_done(pipeline_status=..., pipeline_status_lock=...)``."""
+    lightrag._insert_done = flush
+
+
+def data_storages(lightrag: Any) -> List[Any]:
+    """The storages ``_insert_done`` flushes before the document status (LightRAG's public attributes)."""
+    storages = [
+        lightrag.full_docs, lightrag.text_chunks, lightrag.full_entities, lightrag.full_relations,
+        lightrag.entity_chunks, lightrag.relation_chunks, lightrag.llm_response_cache,
+        lightrag.entities_vdb, lightrag.relationships_vdb, lightrag.chunks_vdb,
+        lightrag.chunk_entity_relation_graph,
+    ]
+    return [s for s in storages if s is not None]
+
+
+def set_llm_priority(kwargs: Dict[str, Any], priority: int) -> None:
+    """Ask LightRAG's LLM queue to serve this call at ``priority`` unless the caller chose one.
+
+    Relies on ``priority_limit_async_func_call``'s wrapper taking ``_priority``
+    (default 10, lower first) as a keyword argument.
+    """
+    kwargs.setdefault("_priority", priority)
+
+
+def queue_shutdowns(funcs: Iterable[Any]) -> List[Callable[[], Any]]:
+    """The ``shutdown`` coroutines of the queue wrappers around ``funcs`` (through ``__wrapped__``).
+
+    ``priority_limit_async_func_call`` gives each wrapped function worker
+    tasks on the event loop and a ``shutdown`` attribute; ragopt's embedding
+    micro-batcher follows the same convention.
+    """
+    found: List[Callable[[], Any]] = []
+    for func in funcs:
+        while func is not None:
+            shutdown = getattr(func, "shutdown", None)
+            if shutdown is not None and shutdown not in found:
+                found.append(shutdown)
+            func = getattr(func, "__wrapped__", None)
+    return found
+
+
+def _belongs_to_workspace(final_namespace: str, workspace: str) -> bool:
+    # shared_storage.get_final_namespace: "ws:namespace", or "namespace" for workspace "".
+    if workspace:
+        return final_namespace.startswith(f"{workspace}:")
+    return ":" not in final_namespace
+
+
+async def drop_workspace_shared_state(workspace: str) -> None:
+    """Remove ``workspace``'s entries from LightRAG's process-global shared storage.
+
+    JSON KV and doc-status storages keep their data in
+    ``shared_storage._shared_dicts`` (with ``_init_flags`` and
+    ``_update_flags``) keyed by workspace and namespace, so without this the
+    data outlives the instance and the next instance of the workspace skips
+    loading its own files. ``finalize_share_data()`` would reset every
+    workspace, so only this one's keys go. Its idle per-entity merge locks
+    (``_storage_keyed_lock``) go too: LightRAG keeps each for 300 s.
+    """
+    from lightrag.kg import shared_storage
+
+    if not shared_storage._initialized:
+        return
+    async with shared_storage.get_internal_lock():
+        for registry in (shared_storage._shared_dicts, shared_storage._init_flags, shared_storage._update_flags):
+            if registry is None:
+                continue
+            for key in [k for k in registry.keys() if _belongs_to_workspace(k, workspace)]:
+                del registry[key]
+    _drop_idle_merge_locks(shared_storage._storage_keyed_lock, workspace)
+
+
+def _drop_idle_merge_locks(keyed_lock: Any, workspace: str) -> None:
+    """Forget the workspace's merge locks (``"<ws>:GraphDB:<entity>"``, lightrag.operate) nobody holds or awaits."""
+    if keyed_lock is None:
+        return
+    prefix = f"{workspace}:GraphDB:" if workspace else "GraphDB:"
+    counts = keyed_lock._async_lock_count
+    for key in [k for k in keyed_lock._async_lock if k.startswith(prefix) and counts.get(k, 0) == 0]:
+        keyed_lock._async_lock.pop(key, None)
+        counts.pop(key, None)
+        keyed_lock._async_lock_cleanup_data.pop(key, None)
+
+
+def merge_lock_keys(workspace: str) -> List[str]:
+    """The keys of the workspace's per-entity merge locks LightRAG holds now (for tests and leak checks)."""
+    from lightrag.kg import shared_storage
+
+    keyed_lock = shared_storage._storage_keyed_lock
+    prefix = f"{workspace}:GraphDB:" if workspace else "GraphDB:"
+    return [] if keyed_lock is None else [k for k in keyed_lock._async_lock if k.startswith(prefix)]

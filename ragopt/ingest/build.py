@@ -1,0 +1,67 @@
+"""``build_rag``: a RAGAnything on ragopt's embedded defaults, optionally optimized.
+
+The offline parser, the chosen backends (``ragopt.backends.make_backends``)
+and the offline tokenizer; LightRAG's own settings stay at their defaults, so
+the unoptimized instance is RAG-Anything as shipped and its entry points run
+unchanged on top. ``optimized=True`` is the same instance passed through
+``ragopt.optimize``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from ragopt.backends import Backends, make_backends
+from ragopt.backends import parser as offline_parser
+from ragopt.backends.raganything_parser import register as register_offline_parser
+from ragopt.backends.tokenizer import offline_tokenizer
+from ragopt.config import RagoptConfig
+from ragopt.ingest.optimize import optimize
+
+# RAG-Anything's default list leaves out HTML, which the offline parser reads.
+SUPPORTED_EXTENSIONS = sorted(offline_parser.SUPPORTED_SUFFIXES)
+RAG_WORKERS = 4  # RAG-Anything's entry points' max_workers when MAX_CONCURRENT_FILES is not set
+
+
+def build_rag(
+    config: RagoptConfig,
+    working_dir: str | Path,
+    backends: Optional[Backends] = None,
+    recorder: Any = None,
+    lightrag_kwargs: Optional[Dict[str, Any]] = None,
+    optimized: bool = False,
+):
+    """A ``RAGAnything`` on ``working_dir`` using ``backends`` (default: ``make_backends(config)``).
+
+    ``recorder`` (a ``ragopt.measure.Recorder``) is attached before anything
+    else wraps the model functions, so it sees every request the service
+    serves (each retry attempt) and each call the embedding model makes (each
+    micro-batch). ``lightrag_kwargs`` override LightRAG settings, also the
+    tuned ones.
+    """
+    from raganything import RAGAnything, RAGAnythingConfig
+
+    backends = backends or make_backends(config)
+    working_dir = Path(working_dir)
+    rag = RAGAnything(
+        config=RAGAnythingConfig(
+            working_dir=str(working_dir),
+            parser=register_offline_parser(),
+            parser_output_dir=str(working_dir / "parsed"),
+            parse_method="auto",
+            display_content_stats=False,
+            max_concurrent_files=config.max_concurrent_files or RAG_WORKERS,
+            supported_file_extensions=SUPPORTED_EXTENSIONS,
+        ),
+        llm_model_func=backends.llm_func,
+        vision_model_func=backends.vision_func,
+        embedding_func=backends.embedding_func,
+        lightrag_kwargs={"tokenizer": offline_tokenizer(), "enable_llm_cache": config.enable_llm_cache},
+    )
+    if recorder is not None:
+        recorder.attach(rag)
+    if optimized:
+        optimize(rag, config, slots=backends.slots)
+    rag.lightrag_kwargs.update(lightrag_kwargs or {})
+    return rag

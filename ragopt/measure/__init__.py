@@ -1,0 +1,1 @@
+"""Measurement: the Recorder and the Run, experiments, comparisons, workloads and benchmarks."""

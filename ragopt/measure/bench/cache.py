@@ -1,0 +1,303 @@
+"""Parse-cache benchmark: renamed, copied and touched files, RAG-Anything's cache beside ragopt's.
+
+    .venv/bin/python benchmarks/bench_cache.py [--preset fast] [--fractions 0.25 0.5]
+        [--synthetic N] [--no-sample] [--skip-ingest] [--seed S] [--scratch DIR]
+
+For each duplicate fraction f, ``ragopt.workloads.duplicate_workload`` builds a
+corpus from the committed sample (data/sample) and/or N synthetic documents in
+which a share f of the parse requests repeat content already seen: renamed
+copies, copies in sub-folders, and originals requested again after
+``touch_originals`` changed their mtime. Its ``hit_rate_max`` is the share a
+cache keyed on content alone can answer.
+
+1. Parse cache, side by side, over the same requests (pass 1: every file;
+   touch; pass 2: the touched originals):
+   * RAG-Anything's own cache: ``rag.parse_document`` per request, as its entry
+     points call it, on a RAGAnything from ``ragopt.pipeline.build_rag``; its
+     hits are counted by the Recorder (``raganything_parse_cache``);
+   * ragopt's ``ContentCache.get_or_parse``, starting from an empty store.
+   Hit rate, parser calls (counted at the offline parser itself) and wall time.
+2. Ingestion: ``profile("ragopt", corpus, config, working_dir=W)`` with
+   ``config.cache_storage`` a fixed folder, then the same again on the
+   unchanged corpus into W (second_run_*: must make no parser and no LLM
+   calls), then once more after touching the originals (touched_run_*).
+
+Prints tables, then as the last line one JSON object: the first fraction's
+figures at top level and every fraction's under ``fractions``. LLM figures
+come from the simulated LLM service unless RAGOPT_LLM_BASE_URL names a real one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from ragopt.aio import run_sync  # noqa: E402
+from ragopt.backends import parser as offline_parser  # noqa: E402
+from ragopt.cache.content_cache import ContentCache  # noqa: E402
+from ragopt.config import RagoptConfig  # noqa: E402
+from ragopt.measure.workloads import SAMPLE_CORPUS, corpus_files, duplicate_workload, synthetic_corpus, touch_originals  # noqa: E402
+
+
+# --------------------------------------------------------------------------- parse requests
+
+@contextlib.contextmanager
+def count_parser_calls() -> Iterator[Dict[str, int]]:
+    """Count calls of the offline parser's ``parse_file`` (every entry point of it ends there)."""
+    original = offline_parser.parse_file
+    counter = {"calls": 0}
+
+    def counted(*args: Any, **kwargs: Any):
+        counter["calls"] += 1
+        return original(*args, **kwargs)
+
+    offline_parser.parse_file = counted
+    try:
+        yield counter
+    finally:
+        offline_parser.parse_file = original
+
+
+async def _requests(manifest: dict, parse_one) -> float:
+    """Pass 1, touch the originals, pass 2; returns the seconds spent in the two passes."""
+    seconds = 0.0
+    for number, paths in enumerate(manifest["passes"]):
+        if number:
+            touch_originals(manifest)
+        started = time.perf_counter()
+        for path in paths:
+            await parse_one(path)
+        seconds += time.perf_counter() - started
+    return seconds
+
+
+def measure_raganything(manifest: dict, work_dir: str | Path, config: RagoptConfig, backends: Any = None) -> Dict[str, Any]:
+    """RAG-Anything's own parse cache: ``rag.parse_document`` for every request of the workload."""
+    from ragopt.ingest.release import arelease_rag
+    from ragopt.measure.recorder import Recorder
+    from ragopt.ingest.build import build_rag
+    from ragopt.backends import make_backends
+
+    backends = backends or make_backends(config)
+    recorder = Recorder(slots=backends.slots, label="raganything parse cache")
+    rag = build_rag(config, Path(work_dir), backends, recorder)
+
+    async def measure() -> Dict[str, Any]:
+        init = await rag._ensure_lightrag_initialized()  # as its entry points do; creates its parse cache
+        if not init or not init.get("success"):
+            raise RuntimeError(f"LightRAG initialization failed: {(init or {}).get('error')}")
+
+        async def parse_one(path: str) -> None:
+            await rag.parse_document(path, output_dir=rag.config.parser_output_dir, parse_method=rag.config.parse_method)
+
+        recorder.start()
+        try:
+            with count_parser_calls() as parser:
+                wall_s = await _requests(manifest, parse_one)
+        finally:
+            run = recorder.stop()
+            await arelease_rag(rag)
+        stats = run.caches.get("raganything_parse_cache", {})
+        hits, misses = stats.get("hits", 0), stats.get("misses", 0)
+        return _figures(hits, misses, parser["calls"], wall_s, manifest)
+
+    return run_sync(measure())
+
+
+def measure_content_cache(manifest: dict, cache_dir: str | Path, output_dir: str | Path) -> Dict[str, Any]:
+    """ragopt's ContentCache (empty at the start): ``get_or_parse`` for every request of the workload."""
+    cache = ContentCache(cache_dir)
+
+    async def parse_one(path: str) -> None:
+        cache.get_or_parse(
+            path, offline_parser.parse_file, offline_parser.PARSER_NAME, offline_parser.PARSER_VERSION,
+            output_dir=str(output_dir),
+        )
+
+    with count_parser_calls() as parser:
+        wall_s = run_sync(_requests(manifest, parse_one))
+    stats = cache.stats()
+    return _figures(stats["hits"], stats["misses"], parser["calls"], wall_s, manifest)
+
+
+def _figures(hits: int, misses: int, parser_calls: int, wall_s: float, manifest: dict) -> Dict[str, Any]:
+    lookups = hits + misses
+    if lookups != manifest["requests"]:
+        raise RuntimeError(f"{lookups} cache lookups for {manifest['requests']} parse requests")
+    return {
+        "requests": manifest["requests"],
+        "hits": hits,
+        "misses": misses,
+        "hit_rate": hits / lookups if lookups else 0.0,
+        "parser_calls": parser_calls,
+        "wall_s": wall_s,
+    }
+
+
+# --------------------------------------------------------------------------- ingestion
+
+def measure_reingest(manifest: dict, config: RagoptConfig, working_dir: str | Path, cache_storage: str | Path,
+                     touched_run: bool = True) -> Dict[str, Any]:
+    """``profile("ragopt")`` on the workload's corpus twice into one working dir (then once after a touch)."""
+    from ragopt.measure.experiments import profile
+
+    config = config.replace(cache_storage=str(cache_storage), enable_parse_cache=True)
+    corpus = Path(manifest["out_dir"])
+    labels = ["first", "second"] + (["touched"] if touched_run else [])
+    runs = {}
+    for label in labels:
+        if label == "touched":
+            touch_originals(manifest)
+        runs[label] = profile("ragopt", corpus, config, working_dir=working_dir, label=f"ragopt {label} run")
+    figures: Dict[str, Any] = {"backend": runs["first"].meta.get("backend"), "simulated_llm": runs["first"].simulated}
+    for label, run in runs.items():
+        summary = run.summary()
+        parse_cache = run.caches.get("parse_cache", {})
+        counts = run.meta.get("details", {}).get("ingest", {})
+        figures[label] = {
+            "docs_ok": counts.get("ok", summary["docs_ok"]),
+            "docs_skipped": counts.get("skipped"),
+            "docs_failed": counts.get("failed", summary["docs_failed"]),
+            "parser_calls": parse_cache.get("misses"),
+            "parse_cache_hits": parse_cache.get("hits"),
+            "llm_calls": summary["llm_calls"],
+            "simulator_llm_calls": (run.meta.get("simulator") or {}).get("calls"),
+            "wall_s": summary["wall_s"],
+        }
+    figures["second_run_parser_calls"] = figures["second"]["parser_calls"]
+    figures["second_run_llm_calls"] = figures["second"]["llm_calls"]
+    if touched_run:
+        figures["touched_run_parser_calls"] = figures["touched"]["parser_calls"]
+        figures["touched_run_llm_calls"] = figures["touched"]["llm_calls"]
+    return figures
+
+
+# --------------------------------------------------------------------------- driver
+
+def bench_fraction(sources: List[Path], fraction: float, scratch: Path, config: RagoptConfig, seed: int,
+                   ingest: bool = True, backends: Any = None) -> Dict[str, Any]:
+    """Every figure of one duplicate fraction, in folders under ``scratch``."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    manifest = duplicate_workload(sources, scratch / "corpus", fraction, seed=seed)
+    (scratch / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    raganything = measure_raganything(manifest, scratch / "raganything", config, backends)
+    ragopt = measure_content_cache(manifest, scratch / "content-cache", scratch / "content-cache-parsed")
+    result: Dict[str, Any] = {
+        "duplicate_fraction": fraction,
+        "files": len(manifest["files"]),
+        "unique_contents": manifest["unique_contents"],
+        "requests": manifest["requests"],
+        "duplicates_by_kind": {k: v for k, v in manifest["counts"].items() if k != "originals"},
+        "hit_rate_max": manifest["hit_rate_max"],
+        "hit_rate_ragopt": ragopt["hit_rate"],
+        "hit_rate_raganything": raganything["hit_rate"],
+        "parser_calls_ragopt": ragopt["parser_calls"],
+        "parser_calls_raganything": raganything["parser_calls"],
+        "wall_s_ragopt": ragopt["wall_s"],
+        "wall_s_raganything": raganything["wall_s"],
+    }
+    if ingest:
+        reingest = measure_reingest(manifest, config, scratch / "ingest-working-dir", scratch / "ingest-parse-cache")
+        result.update(
+            second_run_parser_calls=reingest.pop("second_run_parser_calls"),
+            second_run_llm_calls=reingest.pop("second_run_llm_calls"),
+            touched_run_parser_calls=reingest.pop("touched_run_parser_calls"),
+            touched_run_llm_calls=reingest.pop("touched_run_llm_calls"),
+            ingestion=reingest,
+        )
+    return result
+
+
+def _cache_table(results: List[Dict[str, Any]]) -> str:
+    import pandas as pd
+
+    rows = []
+    for r in results:
+        for name, key in (("RAG-Anything parse cache", "raganything"), ("ragopt ContentCache", "ragopt")):
+            rows.append({
+                "fraction": r["duplicate_fraction"],
+                "cache": name,
+                "requests": r["requests"],
+                "hit rate": round(r[f"hit_rate_{key}"], 3),
+                "hit rate max": round(r["hit_rate_max"], 3),
+                "parser calls": r[f"parser_calls_{key}"],
+                "wall s": round(r[f"wall_s_{key}"], 3),
+            })
+    return pd.DataFrame(rows).to_string(index=False)
+
+
+def _ingest_table(results: List[Dict[str, Any]]) -> str:
+    import pandas as pd
+
+    rows = []
+    for r in results:
+        for label in ("first", "second", "touched"):
+            figures = r.get("ingestion", {}).get(label)
+            if figures:
+                rows.append({"fraction": r["duplicate_fraction"], "ragopt run": label, **{
+                    k: (round(v, 2) if isinstance(v, float) else v) for k, v in figures.items()}})
+    return pd.DataFrame(rows).to_string(index=False)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default=None, help="simulator preset (default: RAGOPT_SIM_PRESET or 'default')")
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5], help="duplicate fractions")
+    parser.add_argument("--synthetic", type=int, default=0, help="add N synthetic documents to the sources")
+    parser.add_argument("--no-sample", action="store_true", help="leave the committed sample out of the sources")
+    parser.add_argument("--skip-ingest", action="store_true", help="only the side-by-side cache figures")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scratch", default=None, help="folder for corpora, caches and working dirs (default: a temp dir)")
+    args = parser.parse_args(argv)
+
+    for name in ("lightrag", "raganything", "nano-vectordb"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    overrides = {"sim_preset": args.preset} if args.preset else {}
+    config = RagoptConfig.from_env(**overrides)
+    scratch = Path(args.scratch or tempfile.mkdtemp(prefix="ragopt-bench-cache-"))
+    sources: List[Path] = [] if args.no_sample else corpus_files(SAMPLE_CORPUS)
+    if args.synthetic:
+        sources += synthetic_corpus(scratch / "synthetic-sources", args.synthetic, seed=args.seed)
+    if not sources:
+        parser.error("no sources: drop --no-sample or add --synthetic N")
+
+    from ragopt.backends import make_backends
+
+    backends = make_backends(config)
+    results = []
+    for fraction in args.fractions:
+        results.append(bench_fraction(sources, fraction, scratch / f"fraction-{fraction:g}", config, args.seed,
+                                      ingest=not args.skip_ingest, backends=backends))
+
+    backend = backends.description
+    print(f"sources: {len(sources)} files ({'' if args.no_sample else 'data/sample'}"
+          f"{' + ' if args.synthetic and not args.no_sample else ''}{f'{args.synthetic} synthetic' if args.synthetic else ''})"
+          f"  scratch: {scratch}")
+    print("\nParse cache, side by side (pass 1: every file; touch originals; pass 2: touched originals):")
+    print(_cache_table(results))
+    if not args.skip_ingest:
+        print("\nragopt ingestion into one working dir: first run, unchanged corpus again, after touching originals")
+        print(f"LLM figures come from the {'SIMULATED LLM service' if backends.simulated else 'LLM endpoint'}: {backend}")
+        print(_ingest_table(results))
+    first = results[0]
+    keys = ("hit_rate_ragopt", "hit_rate_raganything", "hit_rate_max", "second_run_parser_calls",
+            "second_run_llm_calls", "touched_run_parser_calls", "touched_run_llm_calls")
+    line = {
+        **{key: first[key] for key in keys if key in first},
+        "duplicate_fraction": first["duplicate_fraction"],
+        "simulated_llm": backends.simulated,
+        "llm_backend": backend,
+        "fractions": {f"{r['duplicate_fraction']:g}": r for r in results},
+    }
+    print(json.dumps(line, default=str))
+    return 0

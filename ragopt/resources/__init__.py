@@ -1,0 +1,1 @@
+"""Resource helpers that stand alone (usable without RAG-Anything): memory, CPU, GPU, malloc."""

@@ -1,0 +1,1 @@
+"""Figures, widgets and reports over Runs; nothing below this room imports it."""

@@ -1,0 +1,33 @@
+"""Gleaning priority in LightRAG's own LLM queue."""
+
+import asyncio
+from types import SimpleNamespace
+from ragopt.ingest.retry import RetryPolicy
+from ragopt.ingest.gleaning import prioritize_gleaning
+FAST = RetryPolicy(max_attempts=4, base_delay_s=0.001, max_delay_s=0.01, jitter=0.5)
+
+
+def test_gleaning_jumps_ahead_of_queued_extraction_in_lightrags_llm_queue():
+    from lightrag.utils import priority_limit_async_func_call
+
+    served = []
+
+    async def llm(prompt, history_messages=None, **_):
+        served.append(prompt)
+        await asyncio.sleep(0.01)
+        return prompt
+
+    lightrag = SimpleNamespace(llm_model_func=priority_limit_async_func_call(1, queue_name="test")(llm))
+    prioritize_gleaning(lightrag)
+
+    async def scenario():
+        first = asyncio.ensure_future(lightrag.llm_model_func("extract 0"))  # takes the only slot
+        await asyncio.sleep(0.002)
+        calls = [asyncio.ensure_future(lightrag.llm_model_func(f"extract {i}")) for i in (1, 2, 3)]
+        await asyncio.sleep(0.002)
+        calls.append(asyncio.ensure_future(lightrag.llm_model_func("glean 0", history_messages=[{"role": "user", "content": "x"}])))
+        await asyncio.gather(first, *calls)
+        await lightrag.llm_model_func.shutdown()  # still LightRAG's queue underneath
+
+    asyncio.run(scenario())
+    assert served == ["extract 0", "glean 0", "extract 1", "extract 2", "extract 3"]
