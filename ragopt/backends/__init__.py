@@ -26,11 +26,9 @@ class Backends:
     slots: int
     """Concurrent requests the LLM service serves: K in the LLM-bound limit."""
     description: str
-    simulator: Any = None  # ragopt.backends.llm_sim.LLMSimulator when simulated
-
-    @property
-    def simulated(self) -> bool:
-        return self.simulator is not None
+    simulated: bool
+    """Served by ragopt's simulator, in this process or over HTTP: every figure says so."""
+    simulator: Any = None  # the in-process ragopt.backends.llm_sim.LLMSimulator, whose counters a run records
 
 
 def embedding_for(config: RagoptConfig) -> Any:
@@ -60,16 +58,19 @@ def make_backends(config: RagoptConfig) -> Backends:
     """The simulator unless a real endpoint is configured; MiniLM embeddings."""
     embedding = embedding_for(config)
     if not config.uses_simulator:
-        from ragopt.backends.openai_endpoint import endpoint_llm_func
+        from ragopt.backends.openai_endpoint import endpoint_llm_func, served_by_simulator
 
         llm = endpoint_llm_func(config.llm_base_url, config.llm_api_key, config.llm_model)
         vision = endpoint_llm_func(config.llm_base_url, config.llm_api_key, config.vision_model or config.llm_model)
+        simulated = served_by_simulator(config.llm_base_url, config.llm_api_key)
+        what = "SIMULATED LLM service over HTTP" if simulated else "endpoint"
         return Backends(
             llm_func=llm,
             vision_func=vision,
             embedding_func=embedding,
             slots=config.max_concurrent_processing or DEFAULT_ENDPOINT_SLOTS,
-            description=f"endpoint {config.llm_base_url} model {config.llm_model}",
+            description=f"{what} {config.llm_base_url} model {config.llm_model}",
+            simulated=simulated,
         )
 
     from ragopt.backends.llm_sim import llm_func, vision_func
@@ -85,5 +86,6 @@ def make_backends(config: RagoptConfig) -> Backends:
             f"SIMULATED LLM service (preset {config.sim_preset}, K={sim_config.slots}, "
             f"{sim_config.ttft_s:g} s + {sim_config.tpot_s * 1000:g} ms/token)"
         ),
+        simulated=True,
         simulator=simulator,
     )

@@ -3,7 +3,9 @@
 In-process calls skip the network; this server puts the real ``openai`` client
 path (connection pool, retries, Retry-After handling) in the loop, against the
 same simulator, slots and counters. It answers ``POST /v1/chat/completions``
-(plain or streamed) and ``GET /v1/models``. Faults look as they would from a
+(plain or streamed) and ``GET /v1/models``, which names the model's owner
+``ragopt-simulator``: a client that checks it labels its figures simulated,
+and ``usage["ragopt"]`` carries the engine's plan for each call. Faults look as they would from a
 real engine: 429 with Retry-After, 500, and for a timeout a request that hangs
 for timeout_s and is then dropped without an answer (a client with a shorter
 timeout of its own raises APITimeoutError, as against a stalled server).
@@ -28,6 +30,7 @@ from ragopt.backends import callinfo
 from ragopt.backends.llm_sim import LLMSimulator, SimulatorConfig, split_messages
 
 MODEL_ID = "ragopt-sim"
+SIMULATOR_OWNER = "ragopt-simulator"  # /v1/models says so: clients label every figure made on it "simulated"
 _SIM_KEY = web.AppKey("sim", LLMSimulator)
 
 
@@ -80,6 +83,8 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
         "completion_tokens": call.get("completion_tokens", 0),
     }
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    # The engine's own numbers, so a client over HTTP gets the plan too (an extension field).
+    usage["ragopt"] = {key: call[key] for key in ("kind", "queue_wait_ns", "service_ns", "planned_ns") if key in call}
     if body.get("stream"):
         return await _stream(request, completion, text, usage)
     return web.json_response({
@@ -114,7 +119,7 @@ async def _stream(request: web.Request, completion: dict, text: str, usage: dict
 async def _models(request: web.Request) -> web.Response:
     return web.json_response({
         "object": "list",
-        "data": [{"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "ragopt"}],
+        "data": [{"id": MODEL_ID, "object": "model", "created": 0, "owned_by": SIMULATOR_OWNER, "simulated": True}],
     })
 
 

@@ -12,8 +12,12 @@ serving engine behaves under load, not what it says:
 - faults drawn from a hash of (seed, request, n-th time it was sent), so a retry
   can succeed; they raise the real ``openai`` exceptions so retry logic sees the
   same thing in-process and over HTTP (see llm_server.py);
-- counters from which the LLM-bound lower limit of a run is exact:
-  busy seconds / slots.
+- its own thread, event loop and clock (``_Server``): a slot is released at
+  its planned end even while the caller's loop is blocked, as on a real
+  engine, so the plan, and with it the LLM-bound lower limit of a run
+  (planned service seconds / slots), does not depend on the caller;
+- counters and a per-call record that crosses back to the caller with the
+  answer (``callinfo``), for the profiler.
 
 Answers come from sim_answers.py. ``llm_func(sim)`` and ``vision_func(sim)`` give
 plain async functions with LightRAG's / RAG-Anything's model-function signature.
@@ -24,9 +28,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
+import heapq
 import json
 import threading
 import time
+import weakref
+import dataclasses
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
@@ -142,79 +149,158 @@ def _timeout_error() -> openai.APITimeoutError:
     return openai.APITimeoutError(request=httpx.Request("POST", _SIM_URL))
 
 
-class _Slots:
-    """K slots shared by every thread and event loop, granted first come first served.
+class RealClock:
+    """The server's wall clock: perf_counter seconds; sleeping is the server loop's own."""
 
-    An asyncio.Semaphore belongs to one loop, and users call asyncio.run again
-    and again (and the HTTP server runs its own loop), so the count lives under
-    a thread lock and each waiter is a future on its own loop. A released slot
-    is handed straight to the oldest waiter.
+    def now(self) -> float:
+        return time.perf_counter()
+
+    async def sleep_until(self, deadline: float) -> None:
+        await asyncio.sleep(max(0.0, deadline - time.perf_counter()))
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        pass
+
+
+class ManualClock:
+    """A clock that moves only when told to (``advance``), for tests of the slot schedule.
+
+    Sleepers wake in deadline order, each at its own deadline, and the server
+    loop runs whatever they start (a released slot granted to the next
+    request) before the clock moves on, so a schedule is exact.
     """
 
-    def __init__(self, slots: int) -> None:
-        self._lock = threading.Lock()
-        self._free = slots
-        self._waiters: Deque[asyncio.Future] = collections.deque()
+    def __init__(self, start: float = 0.0) -> None:
+        self._now = start
+        self._sleepers: List[Tuple[float, int, asyncio.Future]] = []
+        self._seq = 0
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+
+    def now(self) -> float:
+        return self._now
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    async def sleep_until(self, deadline: float) -> None:
+        if deadline <= self._now:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._seq += 1
+        heapq.heappush(self._sleepers, (deadline, self._seq, waiter))
+        await waiter
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock ``seconds`` on, from any thread; returns once the server has caught up."""
+        asyncio.run_coroutine_threadsafe(self._advance_to(self._now + seconds), self._loop).result()
+
+    async def _settle(self) -> None:
+        for _ in range(20):  # a wake-up, the slot it frees, the request that takes it: a few loop turns
+            await asyncio.sleep(0)
+
+    async def _advance_to(self, target: float) -> None:
+        await self._settle()
+        while self._sleepers and self._sleepers[0][0] <= target:
+            deadline, _, waiter = heapq.heappop(self._sleepers)
+            self._now = deadline
+            if not waiter.done():
+                waiter.set_result(None)
+            await self._settle()
+        self._now = target
+        await self._settle()
+
+
+class _Server:
+    """The engine's own thread and event loop: slots are granted and released on its clock.
+
+    A real serving engine frees a slot when generation ends, whether or not
+    the client has read the answer yet; here too, however long the caller's
+    event loop is blocked (merges, flushes), a request holds its slot for its
+    planned time only. Slots are granted first come first served.
+    """
+
+    def __init__(self, slots: int, clock: Any) -> None:
+        self.clock = clock
+        self.free = slots
+        self.waiters: Deque[asyncio.Future] = collections.deque()
+        self.loop = asyncio.new_event_loop()
+        clock.bind(self.loop)
+        self.thread = threading.Thread(target=self.loop.run_forever, name="ragopt-llm-sim-server", daemon=True)
+        self.thread.start()
 
     async def acquire(self) -> None:
-        with self._lock:
-            if self._free and not self._waiters:
-                self._free -= 1
-                return
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
+        if self.free and not self.waiters:
+            self.free -= 1
+            return
+        waiter = self.loop.create_future()
+        self.waiters.append(waiter)
         try:
             await waiter
         except asyncio.CancelledError:
-            with self._lock:
-                queued = waiter in self._waiters
-                if queued:
-                    self._waiters.remove(waiter)
-            # Granted just before the cancel landed: the slot is ours to pass on.
-            if not queued and waiter.done() and not waiter.cancelled():
-                self.release()
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # granted just before the cancel landed: pass the slot on
+            else:
+                self.waiters.remove(waiter)
             raise
 
     def release(self) -> None:
-        with self._lock:
-            while self._waiters:
-                waiter = self._waiters.popleft()
-                if waiter.cancelled():
-                    continue
-                try:
-                    waiter.get_loop().call_soon_threadsafe(self._grant, waiter)
-                    return
-                except RuntimeError:  # the waiter's loop is closed
-                    continue
-            self._free += 1
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.free += 1
 
-    def _grant(self, waiter: asyncio.Future) -> None:
-        if waiter.cancelled():  # gave up after the hand-off was scheduled
-            self.release()
-        else:
-            waiter.set_result(None)
+    def stop(self) -> None:
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
 
 
 @dataclass
 class _Call:
-    """One request as the engine saw it; times are time.perf_counter_ns() readings."""
+    """One request as the engine saw it; times are seconds on the engine's clock."""
 
-    arrived_ns: int
-    started_ns: int
-    ended_ns: int
+    arrived: float
+    started: Optional[float]
+    ended: Optional[float]
     kind: str
     outcome: str
     planned_s: float
+    """The service time the engine planned (for a cancelled request: the time it held its slot)."""
     prompt_tokens: int
     completion_tokens: int
 
+    def report(self, now: float) -> None:
+        """Hand the caller's observer (``callinfo``) this call's numbers, in the caller's own context.
+
+        ``now`` is when the caller got the answer (engine clock): it may be
+        later than the slot's release if the caller's loop was busy.
+        """
+        callinfo.report(
+            kind=self.kind,
+            answer_wait_ns=round(max(0.0, now - self.ended) * 1e9),
+            queue_wait_ns=round((self.started - self.arrived) * 1e9),
+            service_ns=round((self.ended - self.started) * 1e9),
+            planned_ns=round(self.planned_s * 1e9),
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            outcome=self.outcome,
+        )
+
 
 class LLMSimulator:
-    """The simulated engine: answers, latency, slots, faults and counters."""
+    """The simulated engine: answers, latency, slots, faults and counters.
 
-    def __init__(self, config: Optional[SimulatorConfig] = None) -> None:
+    ``clock`` is the engine's clock (default: the wall clock; ``ManualClock``
+    for tests). The engine runs on a thread of its own; callers on any event
+    loop or thread share its K slots.
+    """
+
+    def __init__(self, config: Optional[SimulatorConfig] = None, clock: Any = None) -> None:
         self.config = config or SimulatorConfig()
-        self._slots = _Slots(self.config.slots)
+        self.clock = clock or RealClock()
+        self._server = _Server(self.config.slots, self.clock)
+        weakref.finalize(self, self._server.stop)
         self._lock = threading.Lock()
         self._in_flight = 0
         self.reset()
@@ -266,39 +352,73 @@ class LLMSimulator:
             "".join([system_prompt or "", prompt] + [str(m.get("content", "")) for m in history])
         )
         outcome = self._draw_outcome(key)
-        arrived = time.perf_counter_ns()
-        if outcome == "429":  # refused at the door: no slot held
-            self._record(_Call(arrived, arrived, arrived, kind, outcome, 0.0, prompt_tokens, 0))
-            raise _rate_limit_error(config.retry_after_s)
         completion_tokens = count_tokens(answer) if outcome == "ok" else 0
         planned = {
             "ok": config.latency_s(completion_tokens, 2 * _unit(config.seed, key, "latency") - 1),
             "timeout": config.timeout_s,  # the request hangs, holding its slot
             "5xx": config.ttft_s,  # the engine took the request, then failed
+            "429": 0.0,  # refused at the door: no slot held
         }[outcome]
-        await self._slots.acquire()
-        started = time.perf_counter_ns()
-        with self._lock:
-            self._in_flight += 1
-            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        call = _Call(self.clock.now(), None, None, kind, outcome, planned, prompt_tokens, completion_tokens)
+        served = asyncio.run_coroutine_threadsafe(self._serve(call), self._server.loop)
         try:
-            await asyncio.sleep(planned)
+            # The call's record crosses back with the answer and is reported here, in the caller's context.
+            await asyncio.wrap_future(served)  # a cancelled caller cancels the request, freeing its slot
         except asyncio.CancelledError:
-            if outcome != "timeout":  # a caller giving up on a hung request is still a timeout
-                outcome, completion_tokens = "cancelled", 0
+            self._as_seen_at_cancel(call).report(self.clock.now())
             raise
-        finally:
-            ended = time.perf_counter_ns()
-            with self._lock:
-                self._in_flight -= 1
-            self._slots.release()
-            self._record(_Call(arrived, started, ended, kind, outcome, planned, prompt_tokens,
-                               completion_tokens))
+        call.report(self.clock.now())
+        if outcome == "429":
+            raise _rate_limit_error(config.retry_after_s)
         if outcome == "timeout":
             raise _timeout_error()
         if outcome == "5xx":
             raise _server_error()
         return answer
+
+    async def _serve(self, call: _Call) -> None:
+        """On the engine's loop: queue for a slot, hold it for the planned time, release it.
+
+        Fills in ``call`` (read by the caller once this returns).
+        """
+        clock, server = self.clock, self._server
+        if call.outcome == "429":
+            call.started = call.ended = call.arrived
+            self._record(call)
+            return
+        try:
+            await server.acquire()
+        except asyncio.CancelledError:
+            self._record(self._as_seen_at_cancel(call))
+            raise
+        call.started = clock.now()
+        with self._lock:
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        try:
+            await clock.sleep_until(call.started + call.planned_s)
+            call.ended = clock.now()
+            self._record(call)
+        except asyncio.CancelledError:
+            self._record(self._as_seen_at_cancel(call))
+            raise
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+            server.release()
+
+    def _as_seen_at_cancel(self, call: _Call) -> _Call:
+        """The record of a request its caller gave up on: planned = the time it held a slot so far.
+
+        A hung request stays a timeout; any other becomes "cancelled".
+        """
+        now = self.clock.now()
+        started = now if call.started is None else call.started
+        return dataclasses.replace(
+            call, started=started, ended=now, planned_s=now - started,
+            outcome="timeout" if call.outcome == "timeout" else "cancelled",
+            completion_tokens=0,
+        )
 
     def _draw_outcome(self, key: str) -> str:
         with self._lock:
@@ -315,14 +435,6 @@ class LLMSimulator:
     def _record(self, call: _Call) -> None:
         with self._lock:
             self._calls.append(call)
-        callinfo.report(
-            kind=call.kind,
-            queue_wait_ns=call.started_ns - call.arrived_ns,
-            service_ns=call.ended_ns - call.started_ns,
-            prompt_tokens=call.prompt_tokens,
-            completion_tokens=call.completion_tokens,
-            outcome=call.outcome,
-        )
 
     # ------------------------------------------------------------- counters
 
@@ -336,12 +448,24 @@ class LLMSimulator:
             self._times_sent: Dict[str, int] = {}
             self._max_in_flight = self._in_flight
 
+    @property
+    def in_flight(self) -> int:
+        """Requests holding a slot now."""
+        with self._lock:
+            return self._in_flight
+
     def counters(self) -> Dict[str, Any]:
-        """Totals since the last reset()."""
+        """Totals since the last reset().
+
+        ``lower_limit_s`` is the engine's plan: the sum of planned service
+        seconds over K, which no caller can stretch. ``busy_s`` (the slots'
+        measured hold time) stays beside it.
+        """
         with self._lock:
             calls = list(self._calls)
             max_in_flight = self._max_in_flight
-        busy_ns = sum(c.ended_ns - c.started_ns for c in calls)
+        busy_ns = sum(round((c.ended - c.started) * 1e9) for c in calls)
+        planned_ns = sum(round(c.planned_s * 1e9) for c in calls)
         return {
             "slots": self.config.slots,
             "calls": len(calls),
@@ -349,19 +473,23 @@ class LLMSimulator:
             "calls_by_outcome": dict(collections.Counter(c.outcome for c in calls)),
             "busy_ns": busy_ns,
             "busy_s": busy_ns / 1e9,
-            "queue_wait_s": sum(c.started_ns - c.arrived_ns for c in calls) / 1e9,
+            "planned_ns": planned_ns,
+            "planned_s": planned_ns / 1e9,
+            "queue_wait_s": sum(c.started - c.arrived for c in calls),
             "max_in_flight": max_in_flight,
             "prompt_tokens": sum(c.prompt_tokens for c in calls),
             "completion_tokens": sum(c.completion_tokens for c in calls),
-            "lower_limit_s": busy_ns / 1e9 / self.config.slots,
+            "lower_limit_s": planned_ns / 1e9 / self.config.slots,
+            "measured_lower_limit_s": busy_ns / 1e9 / self.config.slots,
         }
 
     def lower_limit_s(self) -> float:
-        """The LLM-bound lower limit of the run so far: busy seconds / slots."""
+        """The LLM-bound lower limit of the run so far: planned service seconds / slots."""
         return self.counters()["lower_limit_s"]
 
     def calls_frame(self) -> pd.DataFrame:
-        """One row per call. start/end are time.perf_counter() seconds (arrival, answer);
+        """One row per call, in seconds on the engine's clock: ``start`` (arrival), ``granted``
+        (a slot given), ``end`` (the slot released; the caller may read the answer later).
         outcome is "ok", "429", "timeout", "5xx", or "cancelled" (the caller gave up in service).
         """
         with self._lock:
@@ -369,19 +497,20 @@ class LLMSimulator:
         return pd.DataFrame(
             [
                 {
-                    "start": c.arrived_ns / 1e9,
-                    "end": c.ended_ns / 1e9,
+                    "start": c.arrived,
+                    "granted": c.started,
+                    "end": c.ended,
                     "kind": c.kind,
                     "outcome": c.outcome,
-                    "queue_wait_s": (c.started_ns - c.arrived_ns) / 1e9,
-                    "service_s": (c.ended_ns - c.started_ns) / 1e9,
+                    "queue_wait_s": c.started - c.arrived,
+                    "service_s": c.ended - c.started,
                     "planned_s": c.planned_s,
                     "prompt_tokens": c.prompt_tokens,
                     "completion_tokens": c.completion_tokens,
                 }
                 for c in calls
             ],
-            columns=["start", "end", "kind", "outcome", "queue_wait_s", "service_s",
+            columns=["start", "granted", "end", "kind", "outcome", "queue_wait_s", "service_s",
                      "planned_s", "prompt_tokens", "completion_tokens"],
         )
 

@@ -10,7 +10,7 @@ from ragopt.ingest.registry import AFTER_INIT, Optimization, register_optimizati
 
 
 def coalesce_flushes(lightrag: Any, stats: Dict[str, int] | None = None) -> None:
-    """Make concurrent end-of-document flushes (LightRAG's ``_insert_done``) share flushes.
+    """Make concurrent end-of-document flushes of LightRAG share flushes.
 
     LightRAG flushes every storage in full after each document. Here a call
     still returns only after a flush that began after the call was made has
@@ -38,13 +38,13 @@ def coalesce_flushes(lightrag: Any, stats: Dict[str, int] | None = None) -> None
         finally:
             state["running"] = None
 
-    async def coalesced_insert_done(*_: Any, **__: Any) -> None:
+    async def coalesced_flush(*_: Any, **__: Any) -> None:
         stats["requests"] = stats.get("requests", 0) + 1
         if state["next"] is None:
             state["next"] = asyncio.ensure_future(run_after(state["running"]))
         await asyncio.shield(state["next"])
 
-    replace_flush_all(lightrag, coalesced_insert_done)
+    replace_flush_all(lightrag, coalesced_flush)
 
 
 register_optimization(Optimization(

@@ -124,7 +124,7 @@ async def aprofile(
             working_dir=str(working_dir),
             backend=backends.description,
             simulated=backends.simulated,
-            simulator=backends.simulator.counters() if backends.simulated else None,
+            simulator=backends.simulator.counters() if backends.simulator is not None else None,
             config=config.to_dict(),
             details=details,
         )

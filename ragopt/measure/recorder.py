@@ -143,6 +143,7 @@ class Recorder:
                     "service_ns": int(info.get("service_ns", latency_ns)),
                     "queue_wait_ns": int(info.get("queue_wait_ns", 0)),
                     "planned_ns": info.get("planned_ns"),
+                    "answer_wait_ns": info.get("answer_wait_ns"),
                     "kind": info.get("kind", "unknown"),
                     "outcome": info.get("outcome", "ok" if error is None else type(error).__name__),
                     "prompt_tokens": info.get("prompt_tokens"),

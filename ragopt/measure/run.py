@@ -31,7 +31,7 @@ STAGE_EVENTS = {"parse_complete": "parse_s", "text_insert_complete": "text_s", "
 EXTRACT_KINDS = {"extract", "glean"}
 MULTIMODAL_KINDS = {"table", "image", "equation", "modal", "vision"}
 LLM_COLUMNS = (
-    "start_s", "end_s", "latency_s", "service_ns", "queue_wait_ns", "planned_ns", "kind",
+    "start_s", "end_s", "latency_s", "service_ns", "queue_wait_ns", "planned_ns", "answer_wait_ns", "kind",
     "outcome", "prompt_tokens", "completion_tokens", "error",
 )
 EVENT_COLUMNS = ["t_s", "event", "file_path", "doc_id", "stage", "duration_s", "error"]
@@ -134,10 +134,12 @@ class Run:
         return bool(self.meta.get("simulated"))
 
     def llm_slots_in_use(self) -> pd.DataFrame:
-        """LLM requests holding a slot over time (the queue wait excluded)."""
-        calls = self.llm_calls
-        held = pd.DataFrame({"start_s": calls["end_s"] - calls["service_ns"] / 1e9, "end_s": calls["end_s"]})
-        return occupancy(held)
+        """LLM requests holding a slot over time: from grant to release, on the caller's clock
+        (the queue wait before, and the time an answer waited for a busy caller after, left out).
+        A refused request (a 429) never held one."""
+        calls = self.llm_calls[self.llm_calls["service_ns"] > 0]
+        released = calls["end_s"] - calls["answer_wait_ns"].fillna(0) / 1e9
+        return occupancy(pd.DataFrame({"start_s": released - calls["service_ns"] / 1e9, "end_s": released}))
 
     def stage_seconds(self) -> pd.DataFrame:
         """Busy seconds per stage. Stages overlap in a concurrent run; in a serial one they add up to the wall."""
@@ -250,7 +252,7 @@ class Run:
         frames = {
             name: pd.DataFrame(record[name]["data"], columns=record[name]["columns"]) for name in cls._FRAMES
         }
-        frames["llm_calls"] = frames["llm_calls"].astype({"service_ns": "int64", "queue_wait_ns": "int64", "planned_ns": "Int64"})
+        frames["llm_calls"] = frames["llm_calls"].astype({"service_ns": "int64", "queue_wait_ns": "int64", "planned_ns": "Int64", "answer_wait_ns": "Int64"})
         return cls(meta=record["meta"], caches=record.get("caches", {}), **frames)
 
 
@@ -260,7 +262,7 @@ def run_frames(llm: List[dict], embed: List[dict], flushes: List[dict], events: 
     return {
         "docs": docs_from_events(events_frame),
         "llm_calls": pd.DataFrame(llm, columns=list(LLM_COLUMNS)).astype(
-            {"service_ns": "int64", "queue_wait_ns": "int64", "planned_ns": "Int64"}),
+            {"service_ns": "int64", "queue_wait_ns": "int64", "planned_ns": "Int64", "answer_wait_ns": "Int64"}),
         "embedding_calls": pd.DataFrame(embed, columns=["start_s", "end_s", "duration_s", "texts"]),
         "flushes": pd.DataFrame(flushes, columns=["start_s", "end_s", "duration_s", "storage"]),
         "events": events_frame,

@@ -24,7 +24,7 @@ from raganything.prompt import PROMPTS as RAG_PROMPTS
 
 from ragopt.backends import callinfo
 from ragopt.backends.llm_server import SimulatorServer
-from ragopt.backends.llm_sim import LLMSimulator, SimulatorConfig, llm_func, vision_func
+from ragopt.backends.llm_sim import LLMSimulator, ManualClock, SimulatorConfig, llm_func, vision_func
 
 PARAGRAPH = (
     "The European Space Agency launched the Sentinel-6 satellite from Vandenberg Space Force "
@@ -92,7 +92,36 @@ async def test_k_slots_bound_in_flight_and_queue_the_rest():
     assert counters["max_in_flight"] == k
     assert counters["queue_wait_s"] > 0
     assert counters["busy_s"] == pytest.approx(sim.calls_frame()["service_s"].sum())
-    assert sim.lower_limit_s() == pytest.approx(counters["busy_s"] / k)
+    assert counters["planned_s"] == pytest.approx(sim.calls_frame()["planned_s"].sum())
+    assert sim.lower_limit_s() == pytest.approx(counters["planned_s"] / k)
+
+
+async def _until(condition):
+    """Wait, without a deadline of our own, until the engine's thread has done its part."""
+    while not condition():
+        await asyncio.sleep(0.001)
+
+
+async def test_slots_free_at_the_planned_end_while_the_callers_loop_is_blocked():
+    """A serving engine frees a slot when generation ends, whether or not the client has read the answer."""
+    clock = ManualClock()
+    sim = LLMSimulator(SimulatorConfig(slots=8, ttft_s=1.0, tpot_s=0.0, jitter=0.0), clock=clock)
+    requests = [asyncio.create_task(sim.complete(f"question {i}")) for i in range(9)]
+    await _until(lambda: sim.in_flight == 8 and len(sim.calls_frame()) == 0)
+    await asyncio.sleep(0.05)  # the 9th request reaches the engine's queue
+    # The caller's loop is blocked (a long merge, a flush) well past the 8 requests' planned end:
+    # nothing on it runs while the engine's clock moves on 1.5 s.
+    clock.advance(1.5)
+    frame = sim.calls_frame()
+    assert len(frame) == 8 and (frame["granted"] == 0.0).all() and (frame["end"] == 1.0).all()
+    assert sim.in_flight == 1  # the 9th was granted at the first release, on the engine's own time
+    clock.advance(1.0)
+    await asyncio.gather(*requests)
+    frame = sim.calls_frame().sort_values("granted")
+    ninth = frame.iloc[-1]
+    assert (ninth["granted"], ninth["end"]) == (1.0, 2.0)
+    assert list(frame["service_s"]) == [1.0] * 9
+    assert sim.lower_limit_s() == 9 * 1.0 / 8  # the plan: unchanged by the caller's stall
 
 
 def test_slots_are_shared_across_threads_and_event_loops():
@@ -351,6 +380,7 @@ async def test_callinfo_reports_the_simulators_own_numbers():
     row = sim.calls_frame().iloc[0]
     assert info["kind"] == "extract" and info["outcome"] == "ok"
     assert info["service_ns"] / 1e9 == pytest.approx(row["service_s"])
+    assert info["planned_ns"] / 1e9 == pytest.approx(row["planned_s"])
     assert info["queue_wait_ns"] / 1e9 == pytest.approx(row["queue_wait_s"])
     assert info["prompt_tokens"] == row["prompt_tokens"] > 0
     assert info["completion_tokens"] == row["completion_tokens"] > 0

@@ -3,9 +3,7 @@
 import asyncio
 import time
 from types import SimpleNamespace
-from ragopt.ingest.retry import RetryPolicy
 from ragopt.ingest.flushes import coalesce_flushes
-FAST = RetryPolicy(max_attempts=4, base_delay_s=0.001, max_delay_s=0.01, jitter=0.5)
 STORAGE_NAMES = (
     "full_docs", "text_chunks", "full_entities", "full_relations", "entity_chunks", "relation_chunks",
     "llm_response_cache", "entities_vdb", "relationships_vdb", "chunks_vdb", "chunk_entity_relation_graph",

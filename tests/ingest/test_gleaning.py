@@ -2,9 +2,7 @@
 
 import asyncio
 from types import SimpleNamespace
-from ragopt.ingest.retry import RetryPolicy
 from ragopt.ingest.gleaning import prioritize_gleaning
-FAST = RetryPolicy(max_attempts=4, base_delay_s=0.001, max_delay_s=0.01, jitter=0.5)
 
 
 def test_gleaning_jumps_ahead_of_queued_extraction_in_lightrags_llm_queue():

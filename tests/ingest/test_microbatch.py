@@ -4,8 +4,6 @@ import asyncio
 import numpy as np
 import pytest
 from ragopt.ingest.microbatch import micro_batched, micro_batched_embedding
-from ragopt.ingest.retry import RetryPolicy
-FAST = RetryPolicy(max_attempts=4, base_delay_s=0.001, max_delay_s=0.01, jitter=0.5)
 
 
 def fake_embed(calls):

@@ -20,7 +20,8 @@ from ragopt.measure.run import Run
 from ragopt.backends import make_backends
 from ragopt.measure.workloads import corpus_files
 
-MODES = ("rag_folder", "rag_batch")
+MODES = ("rag_folder", "rag_batch", "ragopt")
+RETRIED_429S = 0.2  # ragopt's run meets 429s: each retried attempt is a call of its own
 
 ALPHA = (
     "Ada Okafor of Northwind Labs presented new results on solid-state batteries at a workshop in Lisbon.\n"
@@ -57,9 +58,11 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def runs(corpus, config, tmp_path_factory):
-    """One baseline run per mode, each on a fresh working dir and a fresh simulator."""
+    """One run per mode, each on a fresh working dir and a fresh simulator; ragopt with 429s and its retries."""
+    configs = {mode: config for mode in MODES}
+    configs["ragopt"] = config.replace(sim_rate_429=RETRIED_429S, llm_retries=True)
     return {
-        mode: profile(mode, corpus, config, working_dir=tmp_path_factory.mktemp(f"wd-{mode}"))
+        mode: profile(mode, corpus, configs[mode], working_dir=tmp_path_factory.mktemp(f"wd-{mode}"))
         for mode in MODES
     }
 
@@ -83,11 +86,22 @@ def test_llm_calls_and_busy_time_equal_the_simulators_own_counters(runs, mode):
     assert summary["llm_calls"] == simulator["calls"]
     assert isinstance(summary["llm_busy_ns"], int) and isinstance(simulator["busy_ns"], int)
     assert summary["llm_busy_ns"] == simulator["busy_ns"]
+    # The limit is the engine's plan, exactly: planned service seconds over K.
+    assert int(run.llm_calls["planned_ns"].sum()) == simulator["planned_ns"]
+    assert summary["llm_bound_limit_source"] == "simulator plan"
+    assert summary["llm_bound_limit_s"] == simulator["planned_ns"] / 1e9 / simulator["slots"] == simulator["lower_limit_s"]
     assert summary["llm_calls_by_kind"] == simulator["calls_by_kind"]
     # The profiler saw the kinds the simulator reported, not its "unknown" fallback.
     assert "unknown" not in summary["llm_calls_by_kind"]
     assert {"extract", "table"} <= set(summary["llm_calls_by_kind"])
-    assert summary["llm_calls_failed"] == 0 == sum(v for k, v in simulator["calls_by_outcome"].items() if k != "ok")
+    failed = sum(v for k, v in simulator["calls_by_outcome"].items() if k != "ok")
+    assert summary["llm_calls_failed"] == failed
+    if mode == "ragopt":  # every retried attempt was seen, and none was given up on
+        assert failed == simulator["calls_by_outcome"]["429"] > 0
+        assert run.meta["details"]["llm_retries"]["retries"] == failed
+        assert summary["docs_ok"] == summary["docs_total"]
+    else:
+        assert failed == 0
 
 
 # --------------------------------------------------------------------------- run record
@@ -111,7 +125,7 @@ def test_run_record_round_trips_through_json(runs, mode, config, tmp_path):
     assert loaded.caches == run.caches
 
     meta = loaded.meta
-    assert meta["config"] == config.to_dict()
+    assert meta["config"] == RagoptConfig(**{**config.to_dict(), **{k: meta["config"][k] for k in ("sim_rate_429", "llm_retries")}}).to_dict()
     assert meta["versions"]["raganything"] == "1.4.3"
     assert meta["versions"]["lightrag-hku"] == "1.4.16"
     assert meta["machine"]["cpu_count"] >= 1 and meta["machine"]["python"]
@@ -129,7 +143,8 @@ def test_summary_figures_are_consistent_with_the_frames(runs, mode, corpus):
     slots = run.meta["slots"]
     assert slots == s["llm_slots"] == run.meta["simulator"]["slots"] == SimulatorConfig.preset("fast").slots
 
-    assert s["llm_bound_limit_s"] == pytest.approx(s["llm_busy_ns"] / 1e9 / slots)
+    assert s["llm_bound_limit_s"] == pytest.approx(s["llm_planned_s"] / slots)
+    assert s["wall_over_limit_measured_busy"] == pytest.approx(s["wall_s"] / (s["llm_busy_ns"] / 1e9 / slots))
     assert s["llm_busy_ns"] == int(run.llm_calls["service_ns"].sum())
     assert s["embedding_calls"] == len(run.embedding_calls) > 0
     assert s["embedding_texts"] == int(run.embedding_calls["texts"].sum()) > 0
@@ -148,7 +163,7 @@ def test_slots_in_use_stay_within_k_and_drain_to_zero(runs, mode):
     run = runs[mode]
     steps = run.llm_slots_in_use()
     assert list(steps.columns) == ["t_s", "in_flight"]
-    assert len(steps) == 2 * len(run.llm_calls)
+    assert len(steps) == 2 * int((run.llm_calls["service_ns"] > 0).sum())
     assert steps["in_flight"].max() <= run.meta["slots"]
     assert steps["in_flight"].min() >= 0
     assert steps["in_flight"].iloc[-1] == 0
@@ -181,6 +196,8 @@ async def test_wrap_llm_without_callinfo_counts_the_measured_latency_as_busy():
     summary = run.summary()
     assert summary["llm_busy_ns"] == call["service_ns"]
     assert summary["llm_calls_by_kind"] == {"unknown": 1}
+    # No plan from this backend: the limit is the measured busy time, and says so.
+    assert summary["llm_bound_limit_source"] == "measured busy" and summary["llm_planned_s"] is None
     assert summary["llm_bound_limit_s"] == pytest.approx(call["service_ns"] / 1e9 / 2)
 
 
@@ -227,27 +244,53 @@ def test_simulated_runs_say_so(runs):
 # --------------------------------------------------------------------------- a real endpoint
 
 
-def test_a_real_endpoint_by_configuration_alone(tmp_path):
+def test_the_http_simulator_is_labelled_simulated_and_reports_its_plan(tmp_path):
     folder = tmp_path / "one"
     folder.mkdir()
     (folder / "alpha.txt").write_text(ALPHA, encoding="utf-8")
 
     with SimulatorServer(LLMSimulator(SimulatorConfig.preset("fast"))) as server:
         config = RagoptConfig(llm_base_url=server.url + "/v1", llm_api_key="sim", sim_preset="fast")
-        backends = make_backends(config)
-        assert backends.simulator is None and not backends.simulated
-        assert server.url in backends.description
+        backends = make_backends(config)  # configured like a real endpoint; /v1/models says what it is
+        assert backends.simulator is None and backends.simulated
+        assert "SIMULATED" in backends.description and server.url in backends.description
         run = profile("rag_folder", folder, config, working_dir=tmp_path / "wd", backends=backends)
         served = server.sim.counters()
 
     assert run.docs["status"].tolist() == ["ok"]
-    assert run.meta["simulator"] is None and run.simulated is False
+    assert run.meta["simulator"] is None and run.simulated is True
     assert run.meta["config"]["llm_api_key"] == "***"
     summary = run.summary()
-    assert summary["llm_calls"] > 0
-    assert summary["llm_calls"] == served["calls"]
+    assert summary["simulated_llm"] is True
+    assert summary["llm_calls"] == served["calls"] > 0
     assert summary["llm_calls_failed"] == 0
-    # An endpoint reports no call info: its calls are of unknown kind, busy for their whole latency.
-    assert summary["llm_calls_by_kind"] == {"unknown": served["calls"]}
-    assert (run.llm_calls["queue_wait_ns"] == 0).all()
-    assert summary["llm_busy_ns"] >= served["busy_ns"]
+    # The engine's numbers came back in each response's usage: kinds, tokens and the plan.
+    assert summary["llm_calls_by_kind"] == served["calls_by_kind"]
+    assert int(run.llm_calls["prompt_tokens"].sum()) == served["prompt_tokens"]
+    assert summary["llm_bound_limit_source"] == "simulator plan"
+    assert int(run.llm_calls["planned_ns"].sum()) == served["planned_ns"]
+
+
+def test_an_endpoint_that_is_not_the_simulator_is_not_labelled_simulated(tmp_path):
+    from aiohttp import web
+
+    from ragopt.backends.openai_endpoint import served_by_simulator
+
+    async def models(request):
+        return web.json_response({"object": "list", "data": [{"id": "qwen2.5:7b", "owned_by": "library"}]})
+
+    async def serve():
+        app = web.Application()
+        app.router.add_get("/v1/models", models)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        try:
+            return await asyncio.to_thread(served_by_simulator, f"http://127.0.0.1:{port}/v1", None)
+        finally:
+            await runner.cleanup()
+
+    assert asyncio.run(serve()) is False
+    assert served_by_simulator("http://127.0.0.1:9/v1", None) is False  # nothing listening

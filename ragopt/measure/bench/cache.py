@@ -87,15 +87,14 @@ def measure_raganything(manifest: dict, work_dir: str | Path, config: RagoptConf
     from ragopt.measure.recorder import Recorder
     from ragopt.ingest.build import build_rag
     from ragopt.backends import make_backends
+    from ragopt.compat.raganything import ensure_initialized
 
     backends = backends or make_backends(config)
     recorder = Recorder(slots=backends.slots, label="raganything parse cache")
     rag = build_rag(config, Path(work_dir), backends, recorder)
 
     async def measure() -> Dict[str, Any]:
-        init = await rag._ensure_lightrag_initialized()  # as its entry points do; creates its parse cache
-        if not init or not init.get("success"):
-            raise RuntimeError(f"LightRAG initialization failed: {(init or {}).get('error')}")
+        await ensure_initialized(rag)  # as its entry points do; creates its parse cache
 
         async def parse_one(path: str) -> None:
             await rag.parse_document(path, output_dir=rag.config.parser_output_dir, parse_method=rag.config.parse_method)
