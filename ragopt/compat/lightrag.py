@@ -118,3 +118,16 @@ def merge_lock_keys(workspace: str) -> List[str]:
     keyed_lock = shared_storage._storage_keyed_lock
     prefix = f"{workspace}:GraphDB:" if workspace else "GraphDB:"
     return [] if keyed_lock is None else [k for k in keyed_lock._async_lock if k.startswith(prefix)]
+
+
+def openai_binding_retry(func: Callable) -> Callable:
+    """``func`` retried the way LightRAG's OpenAI binding retries its requests.
+
+    Relies on ``lightrag.llm.openai.openai_complete_if_cache`` being a tenacity
+    ``@retry`` function, whose ``.retry`` is its policy: 3 attempts, exponential
+    waits of 4-10 s, on rate-limit, connection and timeout errors, Retry-After
+    ignored. A user of RAG-Anything with LightRAG's binding gets exactly this.
+    """
+    from lightrag.llm.openai import openai_complete_if_cache
+
+    return openai_complete_if_cache.retry.copy().wraps(func)

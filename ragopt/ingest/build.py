@@ -16,6 +16,7 @@ from ragopt.backends import Backends, make_backends
 from ragopt.backends import parser as offline_parser
 from ragopt.backends.raganything_parser import register as register_offline_parser
 from ragopt.backends.tokenizer import offline_tokenizer
+from ragopt.compat.lightrag import openai_binding_retry
 from ragopt.config import RagoptConfig
 from ragopt.ingest.optimize import optimize
 
@@ -37,8 +38,9 @@ def build_rag(
     ``recorder`` (a ``ragopt.measure.Recorder``) is attached before anything
     else wraps the model functions, so it sees every request the service
     serves (each retry attempt) and each call the embedding model makes (each
-    micro-batch). ``lightrag_kwargs`` override LightRAG settings, also the
-    tuned ones.
+    micro-batch). The model functions retry as LightRAG's OpenAI binding does,
+    unless ragopt's own retries are installed. ``lightrag_kwargs`` override
+    LightRAG settings, also the tuned ones.
     """
     from raganything import RAGAnything, RAGAnythingConfig
 
@@ -61,6 +63,11 @@ def build_rag(
     )
     if recorder is not None:
         recorder.attach(rag)
+    if not (optimized and config.llm_retries):
+        # A RAG-Anything user reaches the endpoint through LightRAG's OpenAI binding, which retries its own way;
+        # ragopt's retries, when on, replace it.
+        rag.llm_model_func = openai_binding_retry(rag.llm_model_func)
+        rag.vision_model_func = openai_binding_retry(rag.vision_model_func)
     if optimized:
         optimize(rag, config, slots=backends.slots)
     rag.lightrag_kwargs.update(lightrag_kwargs or {})

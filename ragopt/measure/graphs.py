@@ -52,12 +52,18 @@ def _relation_text(relation: FrozenSet[str]) -> str:
     return " -- ".join(ends if len(ends) == 2 else ends * 2)  # a self-loop has one endpoint
 
 
-def compare_graphs(a: Union[str, Path, Signature], b: Union[str, Path, Signature], show: int = 5) -> Dict[str, Any]:
+MIN_ENTITIES = 20  # fewer, and two graphs are too small to be called the same
+
+
+def compare_graphs(a: Union[str, Path, Signature], b: Union[str, Path, Signature], show: int = 5,
+                   min_entities: int = MIN_ENTITIES) -> Dict[str, Any]:
     """Whether two graphs hold the same entities and relations; ``a``/``b`` are working dirs or signatures.
 
     Returns same (both equal), same_entities, same_relations, the counts of
     each graph, and up to ``show`` entities and relations found in only one of
-    them.
+    them. Graphs with fewer than ``min_entities`` entities, or no relation,
+    are never called the same (``comparable`` is False): two empty graphs
+    are equal and prove nothing.
 
     Runs whose working dirs differ can differ here for that reason alone:
     RAG-Anything puts each image's path (under the working dir) into the
@@ -66,8 +72,10 @@ def compare_graphs(a: Union[str, Path, Signature], b: Union[str, Path, Signature
     """
     entities_a, relations_a = _as_signature(a)
     entities_b, relations_b = _as_signature(b)
+    comparable = min(len(entities_a), len(entities_b)) >= min_entities and bool(relations_a) and bool(relations_b)
     return {
-        "same": entities_a == entities_b and relations_a == relations_b,
+        "same": comparable and entities_a == entities_b and relations_a == relations_b,
+        "comparable": comparable,
         "same_entities": entities_a == entities_b,
         "same_relations": relations_a == relations_b,
         "entities_a": len(entities_a),

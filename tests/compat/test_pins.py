@@ -105,6 +105,27 @@ def test_the_llm_queue_takes_a_priority_and_has_shutdown():
     assert asyncio.run(call()) == "hello"
 
 
+def test_openai_binding_retry_is_lightrags_tenacity_policy():
+    import openai
+    import tenacity
+    from lightrag.llm.openai import openai_complete_if_cache
+
+    policy = openai_complete_if_cache.retry
+    assert isinstance(policy, tenacity.AsyncRetrying), "openai_binding_retry copies the binding's tenacity policy"
+    assert policy.stop.max_attempt_number == 3
+    attempts = []
+
+    async def flaky(prompt):
+        attempts.append(prompt)
+        raise openai.APIConnectionError(request=__import__("httpx").Request("POST", "http://x"))
+
+    retried = lightrag_compat.openai_binding_retry(flaky)
+    retried.retry.wait = tenacity.wait_none()  # the policy's 4-10 s waits are not what is pinned here
+    with pytest.raises(tenacity.RetryError):
+        asyncio.run(retried("hello"))
+    assert len(attempts) == 3
+
+
 def test_shared_storage_registries_and_keyed_lock_shape():
     for name in ("_initialized", "_shared_dicts", "_init_flags", "_update_flags", "_storage_keyed_lock"):
         assert hasattr(shared_storage, name), f"drop_workspace_shared_state relies on shared_storage.{name}"
