@@ -13,6 +13,7 @@ import dataclasses
 import os
 import re
 import warnings
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional
 
@@ -208,6 +209,17 @@ class RagoptConfig:
             values["llm_api_key"] = environ["OPENAI_API_KEY"]
         values.update(overrides)
         return cls(**values)
+
+    @classmethod
+    def from_env_file(cls, path: str | os.PathLike, environ: Optional[Mapping[str, str]] = None, **overrides: Any) -> "RagoptConfig":
+        """A config from a ``KEY=VALUE`` file (such as the guide's ``.env.performance``) over ``environ``."""
+        values = dict(os.environ if environ is None else environ)
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            line = line.strip()
+            if line and not line.startswith("#") and "=" in line:
+                key, _, value = line.partition("=")
+                values[key.strip()] = value.strip()
+        return cls.from_env(values, **overrides)
 
     def replace(self, **changes: Any) -> "RagoptConfig":
         return dataclasses.replace(self, **changes)

@@ -1,6 +1,11 @@
+import re
+from pathlib import Path
+
 import pytest
 
-from ragopt.config import CacheLimit, ConfigError, RagoptConfig
+from ragopt.config import NOT_USED, CacheLimit, ConfigError, ConfigWarning, RagoptConfig
+
+SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 
 
 def test_guide_variables_are_read():
@@ -47,3 +52,137 @@ def test_real_endpoint_by_configuration_and_key_never_recorded():
     assert not config.uses_simulator
     assert config.llm_api_key == "sk-secret"
     assert "sk-secret" not in str(config.to_dict())
+
+
+# -- the guide's own file, verbatim ------------------------------------------------
+
+GUIDE_FILE = Path(__file__).resolve().parent.parent / "examples" / "env.performance"
+
+
+def test_the_guides_env_file_loads_verbatim_and_each_variable_acts_or_is_named_unused(tmp_path):
+    with pytest.warns(ConfigWarning) as warned:
+        config = RagoptConfig.from_env_file(GUIDE_FILE, environ={}, cache_storage=str(tmp_path / "cache"))
+    assert len(warned) == 1
+    named = set(str(warned[0].message).split(" (")[0].removeprefix("ragopt does not use ").split(", "))
+    assert named == set(NOT_USED) == {"GC_THRESHOLD", "ENABLE_BATCH_CACHE", "PROFILING_ENABLED", "ENABLE_MONITORING", "METRICS_PORT"}
+    assert (config.max_concurrent_processing, config.max_concurrent_files, config.worker_pool_size) == (8, 10, 4)
+    assert config.enable_parse_cache and config.enable_llm_cache
+    assert config.cache_size_limit == CacheLimit(entries=5000) and config.cache_ttl_hours == 72
+    assert (config.max_memory_mb, config.memory_cleanup_interval_s) == (8192, 300)
+    assert (config.gpu_memory_fraction, config.fallback_to_cpu) == (0.8, True)
+    assert (config.batch_size, config.batch_timeout_s) == (20, 600)  # documents per batch, seconds per batch
+
+
+def test_the_guides_env_file_ingests_the_samples_text_documents(tmp_path):
+    from ragopt.ingest.build import build_rag
+    from ragopt.ingest.engine import ingest
+    from ragopt.ingest.release import release_rag
+
+    with pytest.warns(ConfigWarning):
+        config = RagoptConfig.from_env_file(GUIDE_FILE, environ={"RAGOPT_SIM_PRESET": "fast"},
+                                            cache_storage=str(tmp_path / "cache"))
+    texts = sorted(p for p in SAMPLE.iterdir() if p.suffix in (".md", ".txt"))
+    rag = build_rag(config, tmp_path / "kb", optimized=True)
+    try:
+        result = ingest(rag, texts, config=config, progress=False)
+        lightrag = rag.lightrag
+        assert (lightrag.llm_model_max_async, lightrag.max_parallel_insert) == (8, 10)
+    finally:
+        release_rag(rag)
+    assert result.counts() == {"ok": len(texts), "failed": 0, "skipped": 0}, result.files
+    assert result.batches == 1  # 3 documents, BATCH_SIZE=20
+    assert result.cache_stats["entries"] == len(texts)  # CACHE_STORAGE holds the parses
+    assert result.memory_gate == {"held_count": 0, "held_seconds": 0}  # MAX_MEMORY_MB's gate was in place
+
+
+# -- each variable the README lists reaches the component it controls ------------
+
+
+def _embedding_device(config):
+    from ragopt.backends import embedding_for
+
+    return embedding_for(config).func.device
+
+
+def _optimized(config, tmp_path):
+    from ragopt.ingest.build import build_rag
+
+    return build_rag(config, tmp_path / "kb", optimized=True)
+
+
+def _ingest_settings(config):
+    from ragopt.ingest.engine import IngestSettings
+
+    return IngestSettings.resolve(config)
+
+
+def _cache(config):
+    from ragopt.cache.content_cache import ContentCache
+
+    return ContentCache.from_config(config)
+
+
+def _simulator(config):
+    from ragopt.backends import make_backends
+
+    return make_backends(config).simulator.config
+
+
+LISTED = {
+    "MAX_CONCURRENT_PROCESSING": ("3", lambda c, t: (_simulator(c).slots, _optimized(c, t).lightrag_kwargs["llm_model_max_async"]), (3, 3)),
+    "MAX_CONCURRENT_FILES": ("5", lambda c, t: (_ingest_settings(c).in_flight, _optimized(c, t).config.max_concurrent_files,
+                                                  _optimized(c, t).lightrag_kwargs["max_parallel_insert"]), (5, 5, 5)),
+    "WORKER_POOL_SIZE": ("3", lambda c, t: _parse_pool_size(c), 3),
+    "BATCH_SIZE": ("7", lambda c, t: _ingest_settings(c).batch_size, 7),
+    "BATCH_TIMEOUT": ("90", lambda c, t: _ingest_settings(c).batch_timeout_s, 90.0),
+    "ENABLE_PARSE_CACHE": ("false", lambda c, t: _cache(c).location, None),
+    "ENABLE_LLM_CACHE": ("false", lambda c, t: _optimized(c, t).lightrag_kwargs["enable_llm_cache"], False),
+    "CACHE_STORAGE": ("{tmp}/cache", lambda c, t: _cache(c).location, "{tmp}/cache"),
+    "CACHE_SIZE_LIMIT": ("5000", lambda c, t: (_cache(c).max_entries, _cache(c).size_limit_bytes), (5000, None)),
+    "CACHE_TTL_HOURS": ("12", lambda c, t: _cache(c).ttl_hours, 12.0),
+    "MAX_MEMORY_MB": ("100", lambda c, t: _ingest_settings(c).memory_budget_mb, 100),
+    "MEMORY_CLEANUP_INTERVAL": ("30", lambda c, t: _ingest_settings(c).memory_cleanup_interval_s, 30.0),
+    "GPU_MEMORY_FRACTION": ("0.5", lambda c, t: _embedding_device(c).gpu_memory_fraction, 0.5),
+    "FALLBACK_TO_CPU": ("false", lambda c, t: _embedding_device(c).fallback_to_cpu, False),
+    "RAGOPT_EMBEDDING_DEVICE": ("cpu", lambda c, t: _embedding_device(c).prefer, "cpu"),
+    "RAGOPT_EMBED_THREADS": ("1", lambda c, t: _embedding_device(c).cpu_threads, 1),
+    "RAGOPT_EMBED_BATCH_SIZE": ("16", lambda c, t: (_optimized(c, t).lightrag_kwargs["embedding_batch_num"],
+                                                      _optimized(c, t).embedding_func.func.max_batch), (16, 16)),
+    "RAGOPT_EMBED_BATCH_WAIT": ("0.5", lambda c, t: _optimized(c, t).embedding_func.func.max_wait_s, 0.5),
+    "RAGOPT_SIM_PRESET": ("hosted", lambda c, t: (_simulator(c).ttft_s, _simulator(c).tpot_s), (0.8, 0.02)),
+    "RAGOPT_SIM_RATE_429": ("0.25", lambda c, t: _simulator(c).rate_429, 0.25),
+    "RAGOPT_SIM_RATE_TIMEOUT": ("0.25", lambda c, t: _simulator(c).rate_timeout, 0.25),
+    "RAGOPT_SIM_RATE_5XX": ("0.25", lambda c, t: _simulator(c).rate_5xx, 0.25),
+    "RAGOPT_SIM_SEED": ("42", lambda c, t: _simulator(c).seed, 42),
+    "RAGOPT_TUNED_CONCURRENCY": ("false", lambda c, t: "tuned_concurrency" in _optimized(c, t).ragopt_installed, False),
+    "RAGOPT_GLEANING_PRIORITY": ("false", lambda c, t: "gleaning_priority" in _optimized(c, t).ragopt_installed, False),
+    "RAGOPT_LLM_RETRIES": ("false", lambda c, t: "llm_retries" in _optimized(c, t).ragopt_installed, False),
+    "RAGOPT_ADAPTIVE_CONCURRENCY": ("true", lambda c, t: "adaptive_concurrency" in _optimized(c, t).ragopt_installed, True),
+    "RAGOPT_MICRO_BATCH_EMBEDDINGS": ("false", lambda c, t: "micro_batch_embeddings" in _optimized(c, t).ragopt_installed, False),
+    "RAGOPT_COALESCE_FLUSHES": ("false", lambda c, t: "coalesce_flushes" in _optimized(c, t).ragopt_installed, False),
+    "RAGOPT_WRITE_BEHIND_VECTORS": ("false", lambda c, t: "write_behind_vectors" in _optimized(c, t).ragopt_installed, False),
+}
+
+
+def _parse_pool_size(config):
+    from ragopt.ingest.parse_pool import OFFLINE, pool_size
+
+    return pool_size(OFFLINE, _ingest_settings(config).parse_workers)
+
+
+def test_every_variable_the_readme_lists_is_tested_here():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"`((?:RAGOPT_)?[A-Z][A-Z0-9_]{3,})`", readme.split("## Settings", 1)[1].split("\n## ", 1)[0]))
+    assert listed - set(NOT_USED) - {"OPENAI_API_KEY", "CUDA_VISIBLE_DEVICES"} <= set(LISTED) | ENDPOINT_VARIABLES
+
+
+ENDPOINT_VARIABLES = {"RAGOPT_LLM_BASE_URL", "RAGOPT_LLM_API_KEY", "RAGOPT_LLM_MODEL", "RAGOPT_VISION_MODEL", "RAGOPT_SAMPLE_INTERVAL"}
+
+
+@pytest.mark.parametrize("name", sorted(LISTED))
+def test_a_listed_variable_reaches_its_component(name, tmp_path):
+    raw, seen, expected = LISTED[name]
+    raw = raw.replace("{tmp}", str(tmp_path))
+    expected = Path(expected.replace("{tmp}", str(tmp_path))).resolve() if isinstance(expected, str) and "{tmp}" in expected else expected
+    assert seen(RagoptConfig.from_env({name: raw}), tmp_path) == expected
+    assert seen(RagoptConfig.from_env({}), tmp_path) != expected, f"{name}: the default already gives {expected!r}"

@@ -232,6 +232,7 @@ def minilm_embedding_func(device: Device = None, batch_size: int = 64, in_proces
             return await asyncio.to_thread(encode, texts, device, batch_size)
         return await asyncio.get_running_loop().run_in_executor(embedding_worker(device), encode, list(texts), device, batch_size)
 
+    embed.device = device  # what it was built with, for inspection
     return EmbeddingFunc(
         embedding_dim=EMBEDDING_DIM,
         max_token_size=MAX_TOKEN_SIZE,

@@ -25,6 +25,7 @@ import asyncio
 import gc
 import time
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
@@ -42,6 +43,30 @@ from ragopt.resources.budget import MemoryBudget
 from ragopt.resources.heap import trim_free_heap
 
 DEFAULT_IN_FLIGHT = 256  # documents parsed ahead and in flight: enough that LightRAG's first run takes them all
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """What one ingest call runs with: its arguments where given, else the config's (one place)."""
+
+    batch_size: Optional[int]
+    batch_timeout_s: Optional[float]
+    in_flight: int
+    parse_workers: Optional[int]
+    memory_budget_mb: Optional[int]
+    memory_cleanup_interval_s: Optional[float]
+
+    @classmethod
+    def resolve(cls, config: RagoptConfig, batch_size: Optional[int] = None, batch_timeout_s: Optional[float] = None,
+                max_in_flight: Optional[int] = None, parse_workers: Optional[int] = None) -> "IngestSettings":
+        return cls(
+            batch_size=batch_size or config.batch_size,
+            batch_timeout_s=batch_timeout_s or config.batch_timeout_s,
+            in_flight=max_in_flight or config.max_concurrent_files or DEFAULT_IN_FLIGHT,
+            parse_workers=parse_workers or config.worker_pool_size,
+            memory_budget_mb=config.max_memory_mb,
+            memory_cleanup_interval_s=config.memory_cleanup_interval_s,
+        )
 
 
 class BatchTimeoutError(TimeoutError):
@@ -279,27 +304,27 @@ async def aingest(
     ``ragopt.measure.Recorder`` that gets the document events.
     """
     config = config or RagoptConfig.from_env()
+    settings = IngestSettings.resolve(config, batch_size, batch_timeout_s, max_in_flight, parse_workers)
     paths = [Path(p) for p in paths]
     spec = parser_spec(rag, **parse_options)
     await ensure_initialized(rag)
     cache = cache if cache is not None else ContentCache.from_config(config)
-    if budget is None and config.max_memory_mb:
-        budget = MemoryBudget(config.max_memory_mb)
-    in_flight = max_in_flight or config.max_concurrent_files or DEFAULT_IN_FLIGHT
-    size = batch_size or config.batch_size or max(1, len(paths))
+    if budget is None and settings.memory_budget_mb:
+        budget = MemoryBudget(settings.memory_budget_mb)
     ingestion = _Ingestion(
-        rag, cache=cache, spec=spec, recorder=recorder, budget=budget, in_flight=in_flight,
-        workers=parse_workers or config.worker_pool_size,
+        rag, cache=cache, spec=spec, recorder=recorder, budget=budget, in_flight=settings.in_flight,
+        workers=settings.parse_workers,
         # No more can be queued than are in flight.
-        start_after=min(start_after or rag.lightrag.max_parallel_insert, in_flight),
+        start_after=min(start_after or rag.lightrag.max_parallel_insert, settings.in_flight),
         total=len(paths), progress=progress,
     )
     cleaner = None
-    if config.memory_cleanup_interval_s:
-        cleaner = asyncio.create_task(_clean_memory_every(config.memory_cleanup_interval_s))
+    if settings.memory_cleanup_interval_s:
+        cleaner = asyncio.create_task(_clean_memory_every(settings.memory_cleanup_interval_s))
     try:
+        size = settings.batch_size or max(1, len(paths))
         batches = [paths[i:i + size] for i in range(0, len(paths), size)]
-        await ingestion.run(batches, batch_timeout_s or config.batch_timeout_s)
+        await ingestion.run(batches, settings.batch_timeout_s)
     finally:
         if cleaner is not None:
             cleaner.cancel()

@@ -92,6 +92,7 @@ def micro_batched(embed: Callable, max_batch: int = 64, max_wait_s: float = 0.02
             await asyncio.gather(task, return_exceptions=True)
 
     batched.shutdown = shutdown
+    batched.max_batch, batched.max_wait_s = max_batch, max_wait_s
     return batched
 
 

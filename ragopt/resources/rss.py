@@ -106,7 +106,7 @@ class RSSMonitor:
     def _sample(self) -> None:
         started = sample_t = time.perf_counter()
         started_epoch = time.time()
-        own_mb = children_mb = busy_cores = 0.0
+        own_mb = children_mb = busy_cores = tree_cpu_s = 0.0
         own_window_s = 0.0
         tree = self._tree()
         for gone in set(self._cpu_seen) - {proc.pid for proc in tree}:
@@ -127,6 +127,7 @@ class RSSMonitor:
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue  # exited between listing and reading
             cumulative = times.user + times.system
+            tree_cpu_s += cumulative
             readings = self._cpu_seen.setdefault(proc.pid, deque())
             if born_since_last:
                 readings.append((0.0, self._last_sample_t))
@@ -149,15 +150,17 @@ class RSSMonitor:
             "children_rss_mb": children_mb,
             "total_rss_mb": own_mb + children_mb,
             "cpu_pct": cpu_pct,
+            "tree_cpu_s": tree_cpu_s,
         }
         with self._samples_lock:
             self._samples.append(sample)
 
     def frame(self) -> pd.DataFrame:
-        """The timeline so far: t_s, rss_mb, children_rss_mb, total_rss_mb, cpu_pct."""
+        """The timeline so far: t_s, rss_mb, children_rss_mb, total_rss_mb, cpu_pct, and tree_cpu_s
+        (CPU seconds used so far by the processes of the tree alive at the sample)."""
         with self._samples_lock:
             rows = list(self._samples)
-        return pd.DataFrame(rows, columns=["t_s", "rss_mb", "children_rss_mb", "total_rss_mb", "cpu_pct"])
+        return pd.DataFrame(rows, columns=["t_s", "rss_mb", "children_rss_mb", "total_rss_mb", "cpu_pct", "tree_cpu_s"])
 
     @property
     def peak_rss_mb(self) -> float:

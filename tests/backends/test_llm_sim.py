@@ -1,7 +1,6 @@
 """The simulated LLM service: slots, latency, determinism, faults, valid answers, HTTP."""
 
 import asyncio
-import copy
 import inspect
 import json
 import threading
@@ -386,11 +385,46 @@ async def test_callinfo_reports_the_simulators_own_numbers():
     assert info["completion_tokens"] == row["completion_tokens"] > 0
 
 
-def test_model_functions_are_plain_closures_lightrag_can_copy():
+def _lightrag_with(llm, tmp_path):
+    import numpy as np
+    from lightrag import LightRAG
+    from lightrag.utils import EmbeddingFunc
+
+    from ragopt.backends.tokenizer import offline_tokenizer
+
+    async def embed(texts):
+        return np.zeros((len(texts), 8), dtype=np.float32)
+
+    return LightRAG(working_dir=str(tmp_path), llm_model_func=llm, tokenizer=offline_tokenizer(),
+                    embedding_func=EmbeddingFunc(embedding_dim=8, max_token_size=256, func=embed))
+
+
+def test_model_functions_are_plain_closures_lightrag_can_copy(tmp_path):
+    """LightRAG deep-copies its settings (dataclasses.asdict) and wraps the function in its queue:
+    the simulator's functions survive both and reach the simulator; an object holding a lock does not."""
     sim = fast()
-    for func in (llm_func(sim), vision_func(sim)):
+    for name, func in (("llm", llm_func(sim)), ("vision", vision_func(sim))):
         assert inspect.iscoroutinefunction(func)
-        assert copy.deepcopy({"llm_model_func": func})["llm_model_func"] is func
+        lightrag = _lightrag_with(func, tmp_path / name)
+
+        async def call():
+            try:
+                return await lightrag.llm_model_func("hello there")
+            finally:
+                await lightrag.llm_model_func.shutdown()
+
+        assert "hello there" in asyncio.run(call())
+    assert sim.counters()["calls"] == 2
+
+    class HoldsALock:
+        def __init__(self):
+            self.lock = threading.Lock()
+
+        async def __call__(self, prompt, **kwargs):
+            return prompt
+
+    with pytest.raises(TypeError, match="pickle"):
+        _lightrag_with(HoldsALock(), tmp_path / "object")
 
 
 async def test_reset_clears_the_counters():

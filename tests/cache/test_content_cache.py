@@ -205,15 +205,12 @@ def test_pickled_copy_keeps_settings_and_starts_counting_from_zero(tmp_path, doc
 def test_size_limit_evicts_least_recently_used(tmp_path):
     cache = ContentCache(tmp_path / "cache", size_limit_bytes=35_000)
     payload = [{"type": "text", "text": "x" * 10_000}]
-    cache.put("a" * 64, payload, 1.0)
-    # A first read may bump atime by itself (relatime); the second must too.
-    assert cache.get("a" * 64) is not None
-    for key in "bc":
-        time.sleep(0.01)
+    long_ago = time.time() - 3600
+    for age, key in enumerate("abc"):  # stored an hour ago, a minute apart: a, then b, then c
         cache.put(key * 64, payload, 1.0)
-    time.sleep(0.01)
-    assert cache.get("a" * 64) is not None  # a is now more recent than b
-    time.sleep(0.01)
+        entry = tmp_path / "cache" / (key * 64) / "output.pkl"
+        os.utime(entry, (long_ago + 60 * age, entry.stat().st_mtime))
+    assert cache.get("a" * 64) is not None  # read now: a is the most recent
 
     cache.put("d" * 64, payload, 1.0)
 

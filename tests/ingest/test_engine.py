@@ -349,3 +349,26 @@ def test_fewer_buffered_documents_than_start_the_run_still_finish(corpus6, tmp_p
         release_rag(rag)
     assert result.counts() == {"ok": 6, "failed": 0, "skipped": 0}, result.files
     assert_each_file_processed_once(tmp_path / "w", corpus6)
+
+
+# -- batches and their time limit ------------------------------------------------------
+
+
+def test_a_batch_past_its_time_limit_fails_its_unfinished_documents_and_a_rerun_finishes_them(tmp_path):
+    corpus = synthetic_corpus(tmp_path / "corpus", 4, seed=21, paragraphs_per_doc=1)
+    # 0.3 s per LLM call and an extract then a glean per chunk: no document can be done within 0.2 s.
+    slow = RagoptConfig(sim_preset="default")
+    rag = build_rag(slow, tmp_path / "w", optimized=True)
+    try:
+        first = ingest(rag, corpus, config=slow, batch_size=2, batch_timeout_s=0.2, progress=False)
+        second = ingest(rag, corpus, config=slow, batch_size=2, progress=False)
+    finally:
+        release_rag(rag)
+    assert first.batches == 2
+    assert first.counts() == {"ok": 0, "failed": 4, "skipped": 0}, first.files
+    for row in first.files.itertuples():
+        assert row.stage == "batch_timeout" and row.error_type == "BatchTimeoutError"
+        assert "BATCH_TIMEOUT=0.2 s" in row.error and "batch of 2 documents" in row.error
+    assert second.counts()["failed"] == 0, second.files
+    assert second.counts()["ok"] + second.counts()["skipped"] == 4
+    assert_each_file_processed_once(tmp_path / "w", corpus)

@@ -17,7 +17,7 @@ from ragopt.measure.workloads import synthetic_corpus
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    return synthetic_corpus(tmp_path_factory.mktemp("corpus"), 3, seed=uuid.uuid4().int % 10_000)
+    return synthetic_corpus(tmp_path_factory.mktemp("corpus"), 3, seed=13)
 
 
 def _rag(tmp_path):

@@ -1,7 +1,7 @@
 """Coalesced flushes: shared, ordered, same durability."""
 
 import asyncio
-import time
+import itertools
 from types import SimpleNamespace
 from ragopt.ingest.flushes import coalesce_flushes
 STORAGE_NAMES = (
@@ -10,53 +10,81 @@ STORAGE_NAMES = (
 )
 
 
+class Clock:
+    """Logical time: each event gets the next tick, so order is exact and no wall clock is read."""
+
+    def __init__(self):
+        self.ticks = itertools.count()
+
+    def __call__(self):
+        return next(self.ticks)
+
+
 class FakeStorage:
-    def __init__(self, name, log, delay_s):
-        self.name, self.log, self.delay_s = name, log, delay_s
+    def __init__(self, name, log, clock, gates):
+        self.name, self.log, self.clock, self.gates = name, log, clock, gates
         self.flushes = 0
 
     async def index_done_callback(self):
-        self.log.append(("start", self.name, time.perf_counter()))
-        await asyncio.sleep(self.delay_s)
+        self.log.append(("start", self.name, self.clock()))
+        if self.name == "doc_status" and self.gates is not None:
+            gate = asyncio.Event()
+            self.gates.append(gate)
+            await gate.wait()  # this flush runs until the test lets it end
+        else:
+            await asyncio.sleep(0)
         self.flushes += 1
-        self.log.append(("end", self.name, time.perf_counter()))
+        self.log.append(("end", self.name, self.clock()))
 
 
-def fake_lightrag(delay_s=0.02):
-    log = []
-    storages = {name: FakeStorage(name, log, delay_s) for name in STORAGE_NAMES + ("doc_status",)}
-    return SimpleNamespace(**storages), log
+def fake_lightrag(gated=False):
+    log, clock, gates = [], Clock(), ([] if gated else None)
+    storages = {name: FakeStorage(name, log, clock, gates) for name in STORAGE_NAMES + ("doc_status",)}
+    return SimpleNamespace(**storages, clock=clock, gates=gates), log
+
+
+async def _turns(n=20):
+    for _ in range(n):
+        await asyncio.sleep(0)
 
 
 def test_coalesce_flushes_shares_flushes_between_concurrent_callers():
-    lightrag, log = fake_lightrag()
+    """Three waves of callers, each arriving while the previous flush runs: three flushes in all."""
+    lightrag, log = fake_lightrag(gated=True)
     stats = {}
     coalesce_flushes(lightrag, stats)
+    clock = lightrag.clock
 
-    async def caller(i):
-        await asyncio.sleep(0.003 * i)  # arrive spread over a few flushes' time
-        called = time.perf_counter()
+    async def caller():
+        called = clock()
         await lightrag._insert_done()
-        return called, time.perf_counter()
+        return called, clock()
 
     async def scenario():
-        return await asyncio.gather(*(caller(i) for i in range(10)))
+        callers = []
+        for wave, size in enumerate((3, 4, 3)):
+            callers += [asyncio.ensure_future(caller()) for _ in range(size)]
+            await _turns()
+            assert len(lightrag.gates) == max(1, wave)  # a flush runs; this wave waits for the next one
+            if wave:
+                lightrag.gates[wave - 1].set()  # the running flush ends: the waiting wave's starts
+                await _turns()
+                assert len(lightrag.gates) == wave + 1
+        lightrag.gates[-1].set()
+        return await asyncio.gather(*callers)
 
     spans = asyncio.run(scenario())
-    assert stats["requests"] == 10
-    assert 1 <= stats["flushes"] <= 3, stats
-    assert lightrag.doc_status.flushes == stats["flushes"]
-    assert all(getattr(lightrag, name).flushes == stats["flushes"] for name in STORAGE_NAMES)
-
-    # Durability: every caller returns only after a flush that began after its call ended.
+    assert stats == {"requests": 10, "flushes": 3}
+    assert lightrag.doc_status.flushes == 3
+    assert all(getattr(lightrag, name).flushes == 3 for name in STORAGE_NAMES)
+    # Durability: every caller returns only after a flush that began after its call.
     flushes = _flush_windows(log)
     for called, returned in spans:
-        assert any(start >= called and end <= returned for start, end in flushes), (called, returned, flushes)
+        assert any(start > called and end < returned for start, end in flushes), (called, returned, flushes)
 
 
 def test_coalesce_flushes_writes_doc_status_after_the_other_storages():
-    lightrag, log = fake_lightrag(delay_s=0.005)
-    lightrag.doc_status.delay_s = 0.0
+    lightrag, log = fake_lightrag()
     coalesce_flushes(lightrag, {})
 
     async def scenario():
@@ -73,7 +101,7 @@ def test_coalesce_flushes_writes_doc_status_after_the_other_storages():
 
 
 def test_coalesce_flushes_passes_a_flush_error_to_its_callers_and_recovers():
-    lightrag, log = fake_lightrag(delay_s=0.001)
+    lightrag, log = fake_lightrag()
     failures = {"left": 1}
     flush = lightrag.chunks_vdb.index_done_callback
 
