@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.ragopt-installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv report bench test clean
+.PHONY: venv report report-full bench test test-fast clean
 
 venv: $(STAMP)
 
@@ -29,6 +29,10 @@ bench: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# No notebooks, no fresh-process runs, no whole-corpus ingestions: under 2 minutes.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not notebook and not isolated and not slow"
 
 clean:
 	rm -rf reports .pytest_cache

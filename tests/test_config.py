@@ -73,6 +73,7 @@ def test_the_guides_env_file_loads_verbatim_and_each_variable_acts_or_is_named_u
     assert (config.batch_size, config.batch_timeout_s) == (20, 600)  # documents per batch, seconds per batch
 
 
+@pytest.mark.slow
 def test_the_guides_env_file_ingests_the_samples_text_documents(tmp_path):
     from ragopt.ingest.build import build_rag
     from ragopt.ingest.engine import ingest

@@ -26,6 +26,7 @@ from ragopt.measure.graphs import graph_signature
 from ragopt.measure.workloads import synthetic_corpus
 
 FAST = RagoptConfig(sim_preset="fast")
+pytestmark = pytest.mark.slow  # whole ingestions, two per module
 
 
 def _chunks_per_document(working_dir: Path) -> dict:

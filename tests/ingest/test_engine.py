@@ -267,6 +267,7 @@ NESTED_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.isolated
 def test_blocking_ingest_inside_a_running_loop_and_a_second_ingest_skips_all(tmp_path):
     # In a child process: nest-asyncio patches asyncio for the whole process,
     # which would change how every later test's event loops behave.
@@ -354,6 +355,7 @@ def test_fewer_buffered_documents_than_start_the_run_still_finish(corpus6, tmp_p
 # -- batches and their time limit ------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_batch_past_its_time_limit_fails_its_unfinished_documents_and_a_rerun_finishes_them(tmp_path):
     corpus = synthetic_corpus(tmp_path / "corpus", 4, seed=21, paragraphs_per_doc=1)
     # 0.3 s per LLM call and an extract then a glean per chunk: no document can be done within 0.2 s.
@@ -369,6 +371,6 @@ def test_a_batch_past_its_time_limit_fails_its_unfinished_documents_and_a_rerun_
     for row in first.files.itertuples():
         assert row.stage == "batch_timeout" and row.error_type == "BatchTimeoutError"
         assert "BATCH_TIMEOUT=0.2 s" in row.error and "batch of 2 documents" in row.error
-    assert second.counts()["failed"] == 0, second.files
+    assert second.counts()["failed"] == 0, second.files[["file", "status", "stage", "error"]].to_string()
     assert second.counts()["ok"] + second.counts()["skipped"] == 4
     assert_each_file_processed_once(tmp_path / "w", corpus)

@@ -151,6 +151,7 @@ def _stored_vectors(path):
     return rows, np.stack(decoded).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_end_to_end_every_stored_vector_is_the_embedding_of_its_stored_text(tmp_path):
     import networkx as nx
     from lightrag.utils import compute_mdhash_id

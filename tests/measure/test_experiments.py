@@ -80,6 +80,7 @@ def test_unsupported_suffixes_are_not_part_of_the_corpus(messy_runs, mode):
     assert run.summary()["docs_total"] == 3 + len(BAD_FILES)
 
 
+@pytest.mark.isolated
 def test_bench_baseline_cli_prints_one_json_line_and_writes_the_run_records(tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()

@@ -14,6 +14,7 @@ from ragopt.measure.graphs import compare_graphs, graph_signature
 from ragopt.measure.workloads import synthetic_corpus
 
 FAST = RagoptConfig(sim_preset="fast")
+pytestmark = pytest.mark.slow  # whole ingestions, two per module
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,12 @@ SMOKE_DOCS = 3
 REPORT_PARAMETERS = {"sim_preset": "fast", "variants": "minimal", "repeats": 1}
 
 
+def pytest_collection_modifyitems(items):
+    for item in items:  # every test here executes notebooks (or builds the report): the slow lane
+        if "tests/notebooks/" in str(item.fspath):
+            item.add_marker(pytest.mark.notebook)
+
+
 @pytest.fixture(scope="session")
 def notebook_workspace(tmp_path_factory) -> Path:
     """One folder for all notebook runs of this test session."""

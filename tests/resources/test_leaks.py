@@ -1,5 +1,6 @@
 """LeakCheck and soak find growth, and report none without it."""
 
+import pytest
 import tracemalloc
 from ragopt.resources.rss import MB
 from ragopt.resources.leaks import LeakCheck, soak
@@ -38,6 +39,7 @@ def test_leak_check_points_at_the_leaking_line():
     assert 2900 <= second_half.iloc[0]["size_diff_kb"] <= 3000
 
 
+@pytest.mark.slow
 def test_soak_slope_is_flat_without_leak_and_positive_with_one():
     steady = soak(lambda: touched_bytes(1 * MB), iterations=40, warmup=5)
     assert abs(steady.slope_mb_per_iteration) < 0.1
