@@ -1,7 +1,9 @@
 """The ``ragopt`` command: profile, bench, report, compare, llm-sim serve.
 
 Settings come from the environment (see ``ragopt.config``); the options here
-only choose what to run and where to write.
+only choose what to run and where to write. Keep the imports at the top light:
+the parse and embedding worker processes of a ``ragopt`` command import this
+module again as their ``__main__``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from pathlib import Path
 from typing import List, Optional
 
 from ragopt.config import ConfigError, RagoptConfig
-from ragopt.measure.experiments import MODES
 from ragopt.measure.workloads import SAMPLE_CORPUS, synthetic_corpus
 
 
@@ -56,7 +57,7 @@ def cmd_bench(args: argparse.Namespace, rest: List[str]) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from ragopt.ui.report import build_report
 
-    parameters = {"corpus": str(Path(args.corpus).resolve()), "out_dir": str(Path(args.out_dir).resolve())}
+    parameters = {"corpus": str(Path(args.corpus).resolve()), "out_dir": str(Path(args.out_dir).resolve()), "progress": "lines"}
     parameters.update(json.loads(args.parameters or "{}"))
     html = build_report(args.notebook, args.out, parameters)
     print(f"report written to {html}")
@@ -87,6 +88,10 @@ def cmd_llm_sim_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Imported here, not at the top: spawned worker processes import this module again
+    # (it is their __main__), and they must not pay for RAG-Anything and LightRAG.
+    from ragopt.measure.experiments import MODES
+
     parser = argparse.ArgumentParser(prog="ragopt", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 

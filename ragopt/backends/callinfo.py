@@ -14,6 +14,8 @@ Fields (all optional):
     service_ns         time the request held a slot (the backend's measured busy time)
     planned_ns         the service time the engine planned (the simulator; none from a real endpoint)
     answer_wait_ns     how long the answer waited for the caller after the slot was released
+    granted_at         when the slot was granted and released: time.perf_counter() readings
+    released_at        (the in-process simulator on the wall clock reports them)
     prompt_tokens      tokens in the request
     completion_tokens  tokens in the answer
     outcome            "ok", "429", "timeout", "5xx", "cancelled"

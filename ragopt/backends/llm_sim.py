@@ -270,14 +270,17 @@ class _Call:
     prompt_tokens: int
     completion_tokens: int
 
-    def report(self, now: float) -> None:
+    def report(self, now: float, clock: Any) -> None:
         """Hand the caller's observer (``callinfo``) this call's numbers, in the caller's own context.
 
         ``now`` is when the caller got the answer (engine clock): it may be
         later than the slot's release if the caller's loop was busy.
         """
+        on_perf_counter = isinstance(clock, RealClock)  # the caller's own clock: its times are comparable
         callinfo.report(
             kind=self.kind,
+            granted_at=self.started if on_perf_counter else None,
+            released_at=self.ended if on_perf_counter else None,
             answer_wait_ns=round(max(0.0, now - self.ended) * 1e9),
             queue_wait_ns=round((self.started - self.arrived) * 1e9),
             service_ns=round((self.ended - self.started) * 1e9),
@@ -365,9 +368,9 @@ class LLMSimulator:
             # The call's record crosses back with the answer and is reported here, in the caller's context.
             await asyncio.wrap_future(served)  # a cancelled caller cancels the request, freeing its slot
         except asyncio.CancelledError:
-            self._as_seen_at_cancel(call).report(self.clock.now())
+            self._as_seen_at_cancel(call).report(self.clock.now(), self.clock)
             raise
-        call.report(self.clock.now())
+        call.report(self.clock.now(), self.clock)
         if outcome == "429":
             raise _rate_limit_error(config.retry_after_s)
         if outcome == "timeout":

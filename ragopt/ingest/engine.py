@@ -35,7 +35,7 @@ from ragopt.aio import blocking
 from ragopt.cache.content_cache import ContentCache, file_sha256
 from ragopt.compat.raganything import ensure_initialized
 from ragopt.config import RagoptConfig
-from ragopt.ingest.parse_pool import ParserSpec, parse_pool, parse_through_cache, parser_spec
+from ragopt.ingest.parse_pool import ParserSpec, parse_pool, parse_through_cache, parser_spec, release_parse_pools
 from ragopt.ingest.queue_driver import LightRAGQueue
 from ragopt.ingest.results import DOC_COLUMNS, IngestResult
 from ragopt.ingest.steps import fully_processed, insert_document
@@ -131,6 +131,14 @@ class _Batch:
                 self.ing.finish(row, "failed", "batch_timeout", error)
 
     async def _document(self, path: Path, earlier: Optional[asyncio.Event], claimed: asyncio.Event) -> None:
+        leave_parse_stage = self.ing.parse_stage_entered()
+        try:
+            await self._process(path, earlier, claimed, leave_parse_stage)
+        finally:
+            leave_parse_stage()  # skipped, failed or cancelled before (or in) the parse
+
+    async def _process(self, path: Path, earlier: Optional[asyncio.Event], claimed: asyncio.Event,
+                       leave_parse_stage) -> None:
         ing, key = self.ing, str(path)
         row = self.rows[key]
         try:
@@ -161,6 +169,7 @@ class _Batch:
             except Exception as error:
                 ing.event("parse_error", file_path=key, doc_id=doc_id, error=error)
                 return ing.finish(row, "failed", "parse", error, parse_s=ing.clock() - row["started_s"])
+            leave_parse_stage()
             ing.cache_stats.append(stats)
             row.update(cache_hit=hit, parse_s=ing.clock() - row["started_s"])
             ing.event("parse_complete", file_path=key, doc_id=doc_id, duration_s=row["parse_s"])
@@ -197,6 +206,7 @@ class _Ingestion:
         self.rows: List[Dict[str, Any]] = []
         self.cache_stats: List[Dict[str, Any]] = []
         self.batches: List[_Batch] = []
+        self.unparsed = total  # files not yet past the parse stage; at 0 the parse workers can go
         self.t0 = time.perf_counter()
         self.bar = _progress(total, progress)
 
@@ -234,6 +244,20 @@ class _Ingestion:
         self.bar.set_postfix(ok=statuses.count("ok"), failed=statuses.count("failed"), chunks=chunks,
                              llm_in_flight=llm.get("in_flight", "?"), refresh=False)
         self.bar.refresh()
+
+    def parse_stage_entered(self):
+        """A file enters the parse stage; the returned function (idempotent) says it has left it.
+        When every file of the call has, the parse workers are released."""
+        left = []
+
+        def leave() -> None:
+            if not left:
+                left.append(True)
+                self.unparsed -= 1
+                if self.unparsed == 0:
+                    release_parse_pools()
+
+        return leave
 
     async def parse(self, path: str, digest: str) -> tuple:
         """Parse in the process pool; a crashed worker gets the file one more try in a fresh pool."""

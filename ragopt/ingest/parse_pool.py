@@ -241,7 +241,9 @@ def parse_pool(spec: ParserSpec, workers: Optional[int] = None) -> ProcessPoolEx
     ``RECYCLE_AFTER_FILES`` files per worker: the old pool finishes the files
     it has and then exits (``shutdown(wait=False)``); not
     ``max_tasks_per_child``, which on Python 3.11 can leave queued tasks with
-    no worker, and ingest hangs.
+    no worker, and ingest hangs. ``release_parse_pools`` ends them when an
+    ingest call has parsed its last file, so idle workers hold no memory
+    through the rest of the run.
     """
     size = pool_size(spec, workers)
     gpus = visible_gpus() if spec.uses_gpu else []
@@ -255,3 +257,10 @@ def parse_pool(spec: ParserSpec, workers: Optional[int] = None) -> ProcessPoolEx
         pool, files = ProcessPoolExecutor(max_workers=size, mp_context=context, **pinning), 0
     _pools[key] = (pool, files + 1)
     return pool
+
+
+def release_parse_pools() -> None:
+    """Let every parse pool finish what it has and exit (the next parse starts a fresh one)."""
+    while _pools:
+        pool, _ = _pools.popitem()[1]
+        pool.shutdown(wait=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
@@ -70,21 +71,47 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).strip("_").lower()
 
 
+class _Lines:
+    """Progress as one printed line per run (for a report executed headless, whose output streams to a shell)."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.started = total, 0, time.perf_counter()
+        self.name = ""
+
+    def set_description(self, name: str) -> None:
+        self.name = name
+
+    def update(self, n: int) -> None:
+        self.done += n
+        elapsed = time.perf_counter() - self.started
+        left = elapsed / self.done * (self.total - self.done)
+        print(f"[{self.done}/{self.total}] {self.name} done; {_clock(elapsed)} elapsed, about {_clock(left)} left", flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def _clock(seconds: float) -> str:
+    return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
+
+
 def run_variants(corpus: str | Path, variants: Iterable[Variant], out_dir: str | Path, repeats: int = 1,
-                 same_path: Optional[str | Path] = None, progress: bool = True) -> pd.DataFrame:
+                 same_path: Optional[str | Path] = None, progress: bool | str = True) -> pd.DataFrame:
     """Each variant ``repeats`` times, interleaved, each run in a fresh process; one row per run.
 
     ``same_path``: every run ingests into this one working-dir path (RAG-Anything
     writes image paths into chunk text, so graphs compare only across runs made
     in the same path), moved to ``out_dir/work/<variant>__<repeat>`` after it.
     A run that fails is a row with its ``error`` (and no figures); the others go on.
-    Progress (variant, repeat, elapsed, time left) shows in the shell or the notebook.
+    ``progress``: a bar (variant, repeat, elapsed, time left) in the shell or the
+    notebook; ``"lines"``: a printed line per run; False: nothing.
     """
     from tqdm.auto import tqdm
 
     variants, out_dir = list(variants), Path(out_dir)
     rows: List[Dict[str, Any]] = []
-    bar = tqdm(total=len(variants) * repeats, unit="run", disable=not progress)
+    total = len(variants) * repeats
+    bar = _Lines(total) if progress == "lines" else tqdm(total=total, unit="run", disable=not progress)
     try:
         for repeat in range(repeats):
             for variant in variants:

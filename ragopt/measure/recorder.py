@@ -135,6 +135,7 @@ class Recorder:
             finally:
                 latency_ns = time.perf_counter_ns() - start_ns
                 callinfo.current_call.reset(token)
+                granted, released = recorder._on_my_clock(info, "granted_at"), recorder._on_my_clock(info, "released_at")
                 recorder._add("llm", {
                     "start_s": start,
                     "end_s": start + latency_ns / 1e9,
@@ -144,6 +145,8 @@ class Recorder:
                     "queue_wait_ns": int(info.get("queue_wait_ns", 0)),
                     "planned_ns": info.get("planned_ns"),
                     "answer_wait_ns": info.get("answer_wait_ns"),
+                    "granted_s": granted,
+                    "released_s": released,
                     "kind": info.get("kind", "unknown"),
                     "outcome": info.get("outcome", "ok" if error is None else type(error).__name__),
                     "prompt_tokens": info.get("prompt_tokens"),
@@ -152,6 +155,10 @@ class Recorder:
                 })
 
         return recorded_llm
+
+    def _on_my_clock(self, info: Dict[str, Any], key: str) -> Optional[float]:
+        """A backend's ``time.perf_counter`` reading as seconds since start (None if not reported)."""
+        return None if info.get(key) is None else info[key] - self._t0
 
     def wrap_embedding(self, embedding_func: Any) -> Any:
         """The same ``EmbeddingFunc`` with its inner function timed (calls, texts)."""

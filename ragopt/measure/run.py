@@ -31,7 +31,7 @@ STAGE_EVENTS = {"parse_complete": "parse_s", "text_insert_complete": "text_s", "
 EXTRACT_KINDS = {"extract", "glean"}
 MULTIMODAL_KINDS = {"table", "image", "equation", "modal", "vision"}
 LLM_COLUMNS = (
-    "start_s", "end_s", "latency_s", "service_ns", "queue_wait_ns", "planned_ns", "answer_wait_ns", "kind",
+    "start_s", "end_s", "latency_s", "service_ns", "queue_wait_ns", "planned_ns", "answer_wait_ns", "granted_s", "released_s", "kind",
     "outcome", "prompt_tokens", "completion_tokens", "error",
 )
 EVENT_COLUMNS = ["t_s", "event", "file_path", "doc_id", "stage", "duration_s", "error"]
@@ -134,12 +134,13 @@ class Run:
         return bool(self.meta.get("simulated"))
 
     def llm_slots_in_use(self) -> pd.DataFrame:
-        """LLM requests holding a slot over time: from grant to release, on the caller's clock
-        (the queue wait before, and the time an answer waited for a busy caller after, left out).
-        A refused request (a 429) never held one."""
+        """LLM requests holding a slot over time, from grant to release: the backend's own times where
+        it reported them (the simulator), else the end of the call minus its service time. A refused
+        request (a 429) never held one."""
         calls = self.llm_calls[self.llm_calls["service_ns"] > 0]
-        released = calls["end_s"] - calls["answer_wait_ns"].fillna(0) / 1e9
-        return occupancy(pd.DataFrame({"start_s": released - calls["service_ns"] / 1e9, "end_s": released}))
+        released = calls["released_s"].fillna(calls["end_s"] - calls["answer_wait_ns"].fillna(0) / 1e9)
+        granted = calls["granted_s"].fillna(released - calls["service_ns"] / 1e9)
+        return occupancy(pd.DataFrame({"start_s": granted, "end_s": released}))
 
     def stage_seconds(self) -> pd.DataFrame:
         """Busy seconds per stage. Stages overlap in a concurrent run; in a serial one they add up to the wall."""

@@ -10,6 +10,7 @@ table and an image, so the multimodal stage is part of every figure.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import List
 
@@ -272,3 +273,24 @@ def touch_originals(manifest: dict) -> List[str]:
         new = max(time.time_ns(), old + 10**9)
         os.utime(path, ns=(new, new))
     return list(manifest["touched"])
+
+
+@dataclass(frozen=True)
+class Corpus:
+    folder: Path
+    documents: List[Path]
+
+    def __str__(self) -> str:
+        return str(self.folder)
+
+
+def corpus_for(folder: str | Path | None = None, synthetic_docs: int = 0, seed: int = 0) -> Corpus:
+    """The corpus a notebook's parameters name: ``synthetic_docs`` generated documents (in a fresh
+    temporary folder), else ``folder``, else the committed sample."""
+    import tempfile
+
+    if synthetic_docs:
+        folder = Path(tempfile.mkdtemp(prefix="ragopt-synthetic-"))
+        synthetic_corpus(folder, synthetic_docs, seed=seed)
+    folder = Path(folder or SAMPLE_CORPUS)
+    return Corpus(folder, corpus_files(folder))

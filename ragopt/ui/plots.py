@@ -38,6 +38,33 @@ def slot_occupancy(runs: List) -> go.Figure:
     return fig
 
 
+def slot_occupancy_facets(runs: List) -> go.Figure:
+    """LLM slots in use over time, one panel per run side by side, each against its K."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=len(runs), shared_yaxes=True, subplot_titles=[run.label for run in runs])
+    for col, run in enumerate(runs, start=1):
+        for trace in slot_occupancy([run]).data:
+            fig.add_trace(trace.update(showlegend=False), row=1, col=col)
+        fig.add_hline(y=run.meta["slots"], line_dash="dash", annotation_text=f"K = {run.meta['slots']}", row=1, col=col)
+        fig.update_xaxes(title_text="seconds since start", row=1, col=col)
+    fig.update_layout(title=_title("LLM slots in use over time", runs), yaxis_title="requests in a slot")
+    return fig
+
+
+def staircase(stairs: pd.DataFrame) -> go.Figure:
+    """docs/min and wall / limit after each step of ``ragopt.measure.steps.staircase``."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("docs/min", "wall / LLM-bound limit"))
+    fig.add_bar(x=stairs["label"], y=stairs["docs_per_min"], showlegend=False, row=1, col=1)
+    fig.add_bar(x=stairs["label"], y=stairs["wall_over_limit"], showlegend=False, row=1, col=2)
+    simulated = bool(stairs["simulated_llm"].all()) if len(stairs) else False
+    title = "One optimization more at each step"
+    fig.update_layout(title=f"{title} ({SIMULATED_NOTE})" if simulated else title)
+    return fig
+
+
 def rss_timeline(runs: List) -> go.Figure:
     """Resident memory of the process and its children (parse pool, embedding worker) over time."""
     fig = go.Figure()
@@ -57,6 +84,15 @@ def cpu_timeline(runs: List) -> go.Figure:
         if not run.resources.empty:
             fig.add_scatter(x=run.resources["t_s"], y=run.resources["cpu_pct"], mode="lines", name=run.label)
     fig.update_layout(title=_title("CPU % of all cores", runs), xaxis_title="seconds since start", yaxis_title="%")
+    return fig
+
+
+def variant_bars(spread: pd.DataFrame, metric: str, label: str, simulated: bool) -> go.Figure:
+    """Mean of ``metric`` per variant with ± one standard deviation (``ragopt.measure.ablation.spread``)."""
+    mean, std, n = spread["mean"][metric], spread["std"][metric].fillna(0), spread["n"][metric]
+    fig = go.Figure(go.Bar(x=list(mean.index), y=list(mean), error_y={"type": "data", "array": list(std), "visible": True}))
+    title = f"{label} per variant, mean ± std over {int(n.max()) if len(n) else 0} repeat(s)"
+    fig.update_layout(title=f"{title} ({SIMULATED_NOTE})" if simulated else title, yaxis_title=label)
     return fig
 
 

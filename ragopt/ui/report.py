@@ -9,6 +9,7 @@ without network access.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -28,8 +29,13 @@ def notebook_path(name: str) -> Path:
     return path
 
 
-def execute_notebook(name: str, parameters: Optional[Dict[str, Any]] = None, executed: Optional[Path] = None, timeout_s: int = 3600) -> Path:
-    """Run a notebook top to bottom with papermill; returns the executed copy."""
+def execute_notebook(name: str, parameters: Optional[Dict[str, Any]] = None, executed: Optional[Path] = None,
+                     timeout_s: int = 3600, stream_output: bool = False) -> Path:
+    """Run a notebook top to bottom with papermill; returns the executed copy.
+
+    ``stream_output``: the cells' printed output goes to this process's stdout
+    and stderr as it comes (a long report shows its progress in the shell).
+    """
     import papermill
 
     source = notebook_path(name)
@@ -44,6 +50,8 @@ def execute_notebook(name: str, parameters: Optional[Dict[str, Any]] = None, exe
         kernel_name="python3",
         execution_timeout=timeout_s,
         progress_bar=False,
+        stdout_file=sys.stdout if stream_output else None,
+        stderr_file=sys.stderr if stream_output else None,
     )
     return executed
 
@@ -61,10 +69,10 @@ def export_html(executed: Path, out_html: Path) -> Path:
     return out_html
 
 
-def build_report(name: str, out_html: str | Path, parameters: Optional[Dict[str, Any]] = None) -> Path:
+def build_report(name: str, out_html: str | Path, parameters: Optional[Dict[str, Any]] = None, stream_output: bool = True) -> Path:
     """Execute notebook ``name`` with ``parameters`` and write its HTML to ``out_html``."""
     out_html = Path(out_html)
-    executed = execute_notebook(name, parameters, out_html.with_suffix(".ipynb"))
+    executed = execute_notebook(name, parameters, out_html.with_suffix(".ipynb"), stream_output=stream_output)
     return export_html(executed, out_html)
 
 

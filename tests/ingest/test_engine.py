@@ -288,19 +288,30 @@ def test_blocking_ingest_inside_a_running_loop_and_a_second_ingest_skips_all(tmp
     assert_each_file_processed_once(tmp_path / "w", sorted(corpus.iterdir()))
 
 
-def test_parse_pool_is_replaced_after_its_share_of_files_and_nothing_is_lost(tmp_path, monkeypatch):
+def test_parse_pool_is_replaced_after_its_share_of_files_and_released_when_parsing_is_done(tmp_path, monkeypatch):
+    from concurrent.futures import ProcessPoolExecutor
+
     from ragopt.ingest import parse_pool
 
+    created = []
+
+    class CountedPool(ProcessPoolExecutor):
+        def __init__(self, *args, **kwargs):
+            created.append(self)
+            super().__init__(*args, **kwargs)
+
     monkeypatch.setattr(parse_pool, "RECYCLE_AFTER_FILES", 2)
+    monkeypatch.setattr(parse_pool, "ProcessPoolExecutor", CountedPool)
     corpus = synthetic_corpus(tmp_path / "corpus", 5, seed=11, paragraphs_per_doc=1)
-    pool_before = parse_pool.parse_pool(parse_pool.OFFLINE, 1)
     rag = build_rag(FAST, tmp_path / "w", optimized=True)
     try:
         result = ingest(rag, corpus, parse_workers=1, progress=False)
+        released = dict(parse_pool._pools)
     finally:
         release_rag(rag)
     assert result.counts() == {"ok": 5, "failed": 0, "skipped": 0}, result.files
-    assert parse_pool.parse_pool(parse_pool.OFFLINE, 1) is not pool_before  # replaced at least once on the way
+    assert len(created) == 3  # files 1-2, 3-4 and 5: a pool per RECYCLE_AFTER_FILES files of its one worker
+    assert released == {}  # every file parsed: no idle parse worker holds memory through the rest of the run
     assert_each_file_processed_once(tmp_path / "w", corpus)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from ragopt.config import RagoptConfig
+from ragopt.measure.cache_workload import CACHES, cache_figures, cache_requests
 from ragopt.measure.workloads import DUPLICATE_KINDS, corpus_files, duplicate_workload, touch_originals
 
 TEXTS = {
@@ -116,10 +117,11 @@ def test_bad_arguments_are_refused(sources, tmp_path):
         duplicate_workload(sources, tmp_path / "busy", 0.5)
 
 
-def test_ragopt_reaches_hit_rate_max_raganything_does_not(bench, sources, tmp_path):
+def test_ragopt_reaches_hit_rate_max_raganything_does_not(sources, tmp_path):
     manifest = duplicate_workload(sources, tmp_path / "corpus", 0.5, seed=3)
-    ragopt = bench.measure_content_cache(manifest, tmp_path / "content-cache", tmp_path / "parsed")
-    raganything = bench.measure_raganything(manifest, tmp_path / "rag", RagoptConfig(sim_preset="fast"))
+    requests = cache_requests(manifest, tmp_path / "caches", RagoptConfig(sim_preset="fast"), rerun=False)
+    ragopt, raganything = (cache_figures(requests, name) for name in CACHES)
+    assert len(requests) == manifest["requests"]
 
     assert ragopt["hit_rate"] == manifest["hit_rate_max"] == 0.5
     assert ragopt["parser_calls"] == manifest["unique_contents"]
@@ -127,11 +129,12 @@ def test_ragopt_reaches_hit_rate_max_raganything_does_not(bench, sources, tmp_pa
     assert raganything["parser_calls"] == raganything["misses"] == manifest["requests"] - raganything["hits"]
 
 
-def test_raganything_hits_are_counted(bench, sources, tmp_path):
+def test_raganything_hits_are_counted(sources, tmp_path):
     """The counter does see RAG-Anything's hits: the same unchanged path asked twice."""
     path = str(sources[0])
-    requests = {"passes": [[path], [path]], "touched": [], "requests": 2}
-    figures = bench.measure_raganything(requests, tmp_path / "rag", RagoptConfig(sim_preset="fast"))
+    manifest = {"passes": [[path], [path]], "touched": [], "duplicates": [], "files": [path], "out_dir": str(sources[0].parent)}
+    figures = cache_figures(cache_requests(manifest, tmp_path / "caches", RagoptConfig(sim_preset="fast"), rerun=False),
+                            "RAG-Anything parse cache")
     assert (figures["hits"], figures["misses"], figures["parser_calls"]) == (1, 1, 1)
 
 

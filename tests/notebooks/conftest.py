@@ -62,4 +62,5 @@ def report_06(notebook_workspace, smoke_corpus) -> dict:
     completed = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert completed.returncode == 0, completed.stderr[-4000:]
     executed_notebook = out_html.with_suffix(".ipynb")
-    return {"html": out_html, "executed": executed_notebook, "values": recorded_values(executed_notebook), "out_dir": out_dir}
+    return {"html": out_html, "executed": executed_notebook, "values": recorded_values(executed_notebook),
+            "out_dir": out_dir, "parameters": REPORT_PARAMETERS, "stdout": completed.stdout}

@@ -86,6 +86,19 @@ def test_plotly_is_embedded_inline_and_nothing_comes_from_its_cdn(report):
     assert "Plotly.newPlot" in html
 
 
+def test_the_page_opens_with_the_headline_before_any_figure(page):
+    text = page.get_text(" ")
+    assert text.index("Headline") < text.index("Throughput and distance")
+    assert "ragopt ingests" in text and "docs/min" in text.split("Throughput and distance")[0]
+
+
+def test_the_report_command_shows_each_runs_progress_while_it_runs(report):
+    lines = [line for line in report["stdout"].splitlines() if line.startswith("[")]
+    total = 2 * report["parameters"]["repeats"]
+    assert [line.split("]")[0] for line in lines] == [f"[{i}/{total}" for i in range(1, total + 1)]
+    assert all("elapsed, about" in line and "left" in line for line in lines)
+
+
 def test_code_cells_are_hidden(report):
-    assert "run_ablation(" not in report["text"]
+    assert "run_variants(" not in report["text"]
     assert "import scrapbook" not in report["text"]

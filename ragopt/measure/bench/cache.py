@@ -1,9 +1,9 @@
 """Parse-cache benchmark: renamed, copied and touched files, RAG-Anything's cache beside ragopt's.
 
-    .venv/bin/python benchmarks/bench_cache.py [--preset fast] [--fractions 0.25 0.5]
+    ragopt bench --cache [--preset fast] [--fractions 0.25 0.5]
         [--synthetic N] [--no-sample] [--skip-ingest] [--seed S] [--scratch DIR]
 
-For each duplicate fraction f, ``ragopt.workloads.duplicate_workload`` builds a
+For each duplicate fraction f, ``ragopt.measure.workloads.duplicate_workload`` builds a
 corpus from the committed sample (data/sample) and/or N synthetic documents in
 which a share f of the parse requests repeat content already seen: renamed
 copies, copies in sub-folders, and originals requested again after
@@ -11,12 +11,11 @@ copies, copies in sub-folders, and originals requested again after
 cache keyed on content alone can answer.
 
 1. Parse cache, side by side, over the same requests (pass 1: every file;
-   touch; pass 2: the touched originals):
-   * RAG-Anything's own cache: ``rag.parse_document`` per request, as its entry
-     points call it, on a RAGAnything from ``ragopt.pipeline.build_rag``; its
-     hits are counted by the Recorder (``raganything_parse_cache``);
-   * ragopt's ``ContentCache.get_or_parse``, starting from an empty store.
-   Hit rate, parser calls (counted at the offline parser itself) and wall time.
+   touch; pass 2: the touched originals), by
+   ``ragopt.measure.cache_workload.cache_requests``: RAG-Anything's own cache
+   (``rag.parse_document`` per request, as its entry points call it) and
+   ragopt's ``ContentCache.get_or_parse``, both starting empty. Hit rate,
+   parser calls (counted at the offline parser itself) and seconds.
 2. Ingestion: ``profile("ragopt", corpus, config, working_dir=W)`` with
    ``config.cache_storage`` a fixed folder, then the same again on the
    unchanged corpus into W (second_run_*: must make no parser and no LLM
@@ -30,117 +29,19 @@ come from the simulated LLM service unless RAGOPT_LLM_BASE_URL names a real one.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
 import tempfile
-import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, List, Optional
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from ragopt.aio import run_sync  # noqa: E402
-from ragopt.backends import parser as offline_parser  # noqa: E402
-from ragopt.cache.content_cache import ContentCache  # noqa: E402
 from ragopt.config import RagoptConfig  # noqa: E402
+from ragopt.measure.cache_workload import CACHES, cache_figures, cache_requests  # noqa: E402
 from ragopt.measure.workloads import SAMPLE_CORPUS, corpus_files, duplicate_workload, synthetic_corpus, touch_originals  # noqa: E402
-
-
-# --------------------------------------------------------------------------- parse requests
-
-@contextlib.contextmanager
-def count_parser_calls() -> Iterator[Dict[str, int]]:
-    """Count calls of the offline parser's ``parse_file`` (every entry point of it ends there)."""
-    original = offline_parser.parse_file
-    counter = {"calls": 0}
-
-    def counted(*args: Any, **kwargs: Any):
-        counter["calls"] += 1
-        return original(*args, **kwargs)
-
-    offline_parser.parse_file = counted
-    try:
-        yield counter
-    finally:
-        offline_parser.parse_file = original
-
-
-async def _requests(manifest: dict, parse_one) -> float:
-    """Pass 1, touch the originals, pass 2; returns the seconds spent in the two passes."""
-    seconds = 0.0
-    for number, paths in enumerate(manifest["passes"]):
-        if number:
-            touch_originals(manifest)
-        started = time.perf_counter()
-        for path in paths:
-            await parse_one(path)
-        seconds += time.perf_counter() - started
-    return seconds
-
-
-def measure_raganything(manifest: dict, work_dir: str | Path, config: RagoptConfig, backends: Any = None) -> Dict[str, Any]:
-    """RAG-Anything's own parse cache: ``rag.parse_document`` for every request of the workload."""
-    from ragopt.ingest.release import arelease_rag
-    from ragopt.measure.recorder import Recorder
-    from ragopt.ingest.build import build_rag
-    from ragopt.backends import make_backends
-    from ragopt.compat.raganything import ensure_initialized
-
-    backends = backends or make_backends(config)
-    recorder = Recorder(slots=backends.slots, label="raganything parse cache")
-    rag = build_rag(config, Path(work_dir), backends, recorder)
-
-    async def measure() -> Dict[str, Any]:
-        await ensure_initialized(rag)  # as its entry points do; creates its parse cache
-
-        async def parse_one(path: str) -> None:
-            await rag.parse_document(path, output_dir=rag.config.parser_output_dir, parse_method=rag.config.parse_method)
-
-        recorder.start()
-        try:
-            with count_parser_calls() as parser:
-                wall_s = await _requests(manifest, parse_one)
-        finally:
-            run = recorder.stop()
-            await arelease_rag(rag)
-        stats = run.caches.get("raganything_parse_cache", {})
-        hits, misses = stats.get("hits", 0), stats.get("misses", 0)
-        return _figures(hits, misses, parser["calls"], wall_s, manifest)
-
-    return run_sync(measure())
-
-
-def measure_content_cache(manifest: dict, cache_dir: str | Path, output_dir: str | Path) -> Dict[str, Any]:
-    """ragopt's ContentCache (empty at the start): ``get_or_parse`` for every request of the workload."""
-    cache = ContentCache(cache_dir)
-
-    async def parse_one(path: str) -> None:
-        cache.get_or_parse(
-            path, offline_parser.parse_file, offline_parser.PARSER_NAME, offline_parser.PARSER_VERSION,
-            output_dir=str(output_dir),
-        )
-
-    with count_parser_calls() as parser:
-        wall_s = run_sync(_requests(manifest, parse_one))
-    stats = cache.stats()
-    return _figures(stats["hits"], stats["misses"], parser["calls"], wall_s, manifest)
-
-
-def _figures(hits: int, misses: int, parser_calls: int, wall_s: float, manifest: dict) -> Dict[str, Any]:
-    lookups = hits + misses
-    if lookups != manifest["requests"]:
-        raise RuntimeError(f"{lookups} cache lookups for {manifest['requests']} parse requests")
-    return {
-        "requests": manifest["requests"],
-        "hits": hits,
-        "misses": misses,
-        "hit_rate": hits / lookups if lookups else 0.0,
-        "parser_calls": parser_calls,
-        "wall_s": wall_s,
-    }
 
 
 # --------------------------------------------------------------------------- ingestion
@@ -189,8 +90,8 @@ def bench_fraction(sources: List[Path], fraction: float, scratch: Path, config: 
     scratch.mkdir(parents=True, exist_ok=True)
     manifest = duplicate_workload(sources, scratch / "corpus", fraction, seed=seed)
     (scratch / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    raganything = measure_raganything(manifest, scratch / "raganything", config, backends)
-    ragopt = measure_content_cache(manifest, scratch / "content-cache", scratch / "content-cache-parsed")
+    requests = cache_requests(manifest, scratch / "caches", config, rerun=False, backends=backends)
+    ragopt, raganything = (cache_figures(requests, name) for name in CACHES)
     result: Dict[str, Any] = {
         "duplicate_fraction": fraction,
         "files": len(manifest["files"]),
