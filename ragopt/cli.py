@@ -29,9 +29,15 @@ def _corpus(args: argparse.Namespace) -> Path:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
+    from ragopt.backends import embedding_device
+    from ragopt.backends.embedding import warm_up
+
+    config = RagoptConfig.from_env()
+    # The embedding worker loads torch and the model while this process imports RAG-Anything (set-up, not the run).
+    warm_up(embedding_device(config))
     from ragopt.measure.experiments import profile
 
-    run = profile(args.mode, _corpus(args), RagoptConfig.from_env(), working_dir=args.working_dir)
+    run = profile(args.mode, _corpus(args), config, working_dir=args.working_dir)
     run.to_json(args.out)
     print(json.dumps(run.summary(), default=str))
     return 0

@@ -31,12 +31,18 @@ class Backends:
     simulator: Any = None  # the in-process ragopt.backends.llm_sim.LLMSimulator, whose counters a run records
 
 
+def embedding_device(config: RagoptConfig) -> Any:
+    """The embedding model's ``DeviceChoice`` from the config (its worker process is kept per choice)."""
+    from ragopt.backends.embedding import DeviceChoice
+
+    return DeviceChoice(config.embedding_device, config.gpu_memory_fraction, config.fallback_to_cpu, config.embed_threads)
+
+
 def embedding_for(config: RagoptConfig) -> Any:
     """MiniLM on the configured device, in its worker process."""
-    from ragopt.backends.embedding import DeviceChoice, minilm_embedding_func
+    from ragopt.backends.embedding import minilm_embedding_func
 
-    device = DeviceChoice(config.embedding_device, config.gpu_memory_fraction, config.fallback_to_cpu, config.embed_threads)
-    return minilm_embedding_func(device=device, batch_size=config.embedding_batch_size)
+    return minilm_embedding_func(device=embedding_device(config), batch_size=config.embedding_batch_size)
 
 
 def simulator_for(config: RagoptConfig):

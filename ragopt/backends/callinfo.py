@@ -18,6 +18,7 @@ Fields (all optional):
     released_at        (the in-process simulator on the wall clock reports them)
     prompt_tokens      tokens in the request
     completion_tokens  tokens in the answer
+    token_source       where the token counts come from: "simulator", "usage" (the endpoint's), "tokenizer"
     outcome            "ok", "429", "timeout", "5xx", "cancelled"
 """
 

@@ -215,9 +215,14 @@ def embedding_worker(device: Device = None):
     return worker
 
 
+def warm_up(device: Device = None):
+    """Start the embedding worker loading its model now, in the background; returns the future."""
+    return embedding_worker(device).submit(encode, ["warm-up"], device)
+
+
 def preload(device: Device = None) -> None:
     """Start the embedding worker and load its model now (set-up, not ingestion time)."""
-    embedding_worker(device).submit(encode, ["warm-up"], device).result()
+    warm_up(device).result()
 
 
 def minilm_embedding_func(device: Device = None, batch_size: int = 64, in_process: bool = False):

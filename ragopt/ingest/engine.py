@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
@@ -35,7 +34,7 @@ from ragopt.aio import blocking
 from ragopt.cache.content_cache import ContentCache, file_sha256
 from ragopt.compat.raganything import ensure_initialized
 from ragopt.config import RagoptConfig
-from ragopt.ingest.parse_pool import ParserSpec, parse_pool, parse_through_cache, parser_spec, release_parse_pools
+from ragopt.ingest.parse_pool import LocalParseExecutor, ParserSpec, parser_spec
 from ragopt.ingest.queue_driver import LightRAGQueue
 from ragopt.ingest.results import DOC_COLUMNS, IngestResult
 from ragopt.ingest.steps import fully_processed, insert_document
@@ -172,7 +171,7 @@ class _Batch:
             leave_parse_stage()
             ing.cache_stats.append(stats)
             row.update(cache_hit=hit, parse_s=ing.clock() - row["started_s"])
-            ing.event("parse_complete", file_path=key, doc_id=doc_id, duration_s=row["parse_s"])
+            ing.event("parse_complete", file_path=key, doc_id=doc_id, duration_seconds=row["parse_s"])
 
             if ing.budget is not None:
                 row["_gated"] = True  # the run must not wait for a document the gate holds
@@ -182,7 +181,7 @@ class _Batch:
                 text_s, multimodal_s = await insert_document(
                     ing.rag, self.queue, key, doc_id, content, status,
                     queued=lambda: row.__setitem__("_queued", True),
-                    text_done=lambda s: ing.event("text_insert_complete", file_path=key, doc_id=doc_id, duration_s=s),
+                    text_done=lambda s: ing.event("text_insert_complete", file_path=key, doc_id=doc_id, duration_seconds=s),
                 )
             except Exception as error:
                 return ing.finish(row, "failed", "insert", error)
@@ -192,14 +191,13 @@ class _Batch:
 class _Ingestion:
     """The state one ingest call shares across its batches."""
 
-    def __init__(self, rag: Any, *, cache: ContentCache, spec: ParserSpec, recorder: Any, budget: Any,
-                 in_flight: int, workers: Optional[int], start_after: int, total: int, progress: bool):
+    def __init__(self, rag: Any, *, cache: ContentCache, spec: ParserSpec, budget: Any, executor: Any,
+                 in_flight: int, start_after: int, total: int, progress: bool):
         self.rag = rag
         self.cache = cache
         self.spec = spec
-        self.recorder = recorder
         self.budget = budget
-        self.workers = workers
+        self.executor = executor
         self.start_after = start_after
         self.in_flight = asyncio.Semaphore(in_flight)
         self.seen: Dict[str, str] = {}
@@ -220,8 +218,8 @@ class _Ingestion:
         return row
 
     def event(self, event: str, **fields: Any) -> None:
-        if self.recorder is not None:
-            self.recorder.record_event(event, **fields)
+        """Tell the rag's callbacks, as RAG-Anything's entry points do (a Recorder listens there)."""
+        self.rag.callback_manager.dispatch(f"on_{event}", **fields)
 
     def finish(self, row: Dict[str, Any], status: str, stage: Optional[str] = None,
                error: Optional[BaseException | str] = None, **timings: Any) -> None:
@@ -232,7 +230,7 @@ class _Ingestion:
             row["error_type"] = error if isinstance(error, str) else type(error).__name__
             row["error"] = str(error)
         event = {"ok": "document_complete", "failed": "document_error", "skipped": "document_skipped"}[status]
-        self.event(event, file_path=row["file"], doc_id=row["doc_id"], stage=stage, duration_s=row["processing_s"], error=row["error"])
+        self.event(event, file_path=row["file"], doc_id=row["doc_id"], stage=stage, duration_seconds=row["processing_s"], error=row["error"])
         self.bar.update(1)
         self.show_progress()
 
@@ -255,21 +253,12 @@ class _Ingestion:
                 left.append(True)
                 self.unparsed -= 1
                 if self.unparsed == 0:
-                    release_parse_pools()
+                    self.executor.idle()
 
         return leave
 
     async def parse(self, path: str, digest: str) -> tuple:
-        """Parse in the process pool; a crashed worker gets the file one more try in a fresh pool."""
-        loop = asyncio.get_running_loop()
-        output_dir = self.rag.config.parser_output_dir
-        for attempt in (1, 2):
-            try:
-                pool = parse_pool(self.spec, self.workers)
-                return await loop.run_in_executor(pool, parse_through_cache, path, digest, output_dir, self.cache, self.spec)
-            except BrokenProcessPool:
-                if attempt == 2:
-                    raise RuntimeError(f"{path}: the parser process crashed twice on this file") from None
+        return await self.executor.parse(path, digest, self.rag.config.parser_output_dir, self.cache, self.spec)
 
     async def run(self, batches: List[List[Path]], timeout_s: Optional[float]) -> None:
         try:
@@ -301,7 +290,6 @@ async def aingest(
     *,
     config: Optional[RagoptConfig] = None,
     cache: Optional[ContentCache] = None,
-    recorder: Any = None,
     budget: Optional[MemoryBudget] = None,
     batch_size: Optional[int] = None,
     batch_timeout_s: Optional[float] = None,
@@ -309,6 +297,7 @@ async def aingest(
     parse_workers: Optional[int] = None,
     start_after: Optional[int] = None,
     progress: bool = True,
+    executor: Any = None,
     **parse_options: Any,
 ) -> IngestResult:
     """Ingest ``paths`` into ``rag``; returns a result row per file (``IngestResult.files``).
@@ -324,8 +313,10 @@ async def aingest(
     documents in flight (MAX_CONCURRENT_FILES), parse processes
     (WORKER_POOL_SIZE) and MEMORY_CLEANUP_INTERVAL. ``start_after`` is how
     many queued documents start LightRAG's run (default: as many as LightRAG
-    inserts in parallel, so its first batch fills them). ``recorder`` is a
-    ``ragopt.measure.Recorder`` that gets the document events.
+    inserts in parallel, so its first batch fills them). ``executor`` runs the
+    parse stage (default: ``LocalParseExecutor``, this machine's process pool). Document events go to
+    the rag's CallbackManager, as from RAG-Anything's own entry points (a
+    ``ragopt.Recorder`` attached to the rag measures the run).
     """
     config = config or RagoptConfig.from_env()
     settings = IngestSettings.resolve(config, batch_size, batch_timeout_s, max_in_flight, parse_workers)
@@ -336,8 +327,8 @@ async def aingest(
     if budget is None and settings.memory_budget_mb:
         budget = MemoryBudget(settings.memory_budget_mb)
     ingestion = _Ingestion(
-        rag, cache=cache, spec=spec, recorder=recorder, budget=budget, in_flight=settings.in_flight,
-        workers=settings.parse_workers,
+        rag, cache=cache, spec=spec, budget=budget, in_flight=settings.in_flight,
+        executor=executor or LocalParseExecutor(settings.parse_workers),
         # No more can be queued than are in flight.
         start_after=min(start_after or rag.lightrag.max_parallel_insert, settings.in_flight),
         total=len(paths), progress=progress,

@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, Iterable, Optional
 from ragopt.backends import DEFAULT_ENDPOINT_SLOTS
 from ragopt.compat.raganything import after_initialization, is_initialized
 from ragopt.config import RagoptConfig
+from ragopt.ingest.observe import observation
 from ragopt.ingest.registry import BEFORE_INIT, Target, optimizations
 
 
@@ -66,6 +67,8 @@ def optimize(
     wanted = [o for name, o in registry.items()
               if name not in exclude and name not in installed and getattr(config, o.field)]
     initialized = is_initialized(rag)
+    if not initialized:
+        observation(rag)  # innermost of every layer, so a Recorder attached later still sees each attempt
     if not initialized and "counted" not in installed:
         installed.add("counted")
         rag.llm_model_func = _counted(rag.llm_model_func, stats["llm"])

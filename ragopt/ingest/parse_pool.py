@@ -264,3 +264,35 @@ def release_parse_pools() -> None:
     while _pools:
         pool, _ = _pools.popitem()[1]
         pool.shutdown(wait=False)
+
+
+class LocalParseExecutor:
+    """The parse stage on this machine's process pool: the default executor of ``ingest``.
+
+    An executor has ``async parse(path, digest, output_dir, cache, spec)`` ->
+    (content_list, cache hit, seconds, cache stats) and ``idle()``, called
+    once an ingest call has parsed all its files (``ragopt.distributed``
+    sends the parse stage to Celery workers the same way).
+    """
+
+    def __init__(self, workers: Optional[int] = None):
+        self.workers = workers
+
+    async def parse(self, path: str, digest: Optional[str], output_dir: str, cache: ContentCache,
+                    spec: ParserSpec) -> Tuple[List[dict], bool, float, Dict[str, Any]]:
+        """In the process pool; a crashed worker gets the file one more try in a fresh pool."""
+        import asyncio
+        from concurrent.futures.process import BrokenProcessPool
+
+        loop = asyncio.get_running_loop()
+        for attempt in (1, 2):
+            try:
+                pool = parse_pool(spec, self.workers)
+                return await loop.run_in_executor(pool, parse_through_cache, path, digest, output_dir, cache, spec)
+            except BrokenProcessPool:
+                if attempt == 2:
+                    raise RuntimeError(f"{path}: the parser process crashed twice on this file") from None
+        raise AssertionError("unreachable")
+
+    def idle(self) -> None:
+        release_parse_pools()

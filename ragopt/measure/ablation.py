@@ -72,20 +72,30 @@ def _slug(name: str) -> str:
 
 
 class _Lines:
-    """Progress as one printed line per run (for a report executed headless, whose output streams to a shell)."""
+    """Progress as one printed line per run (for a report executed headless, whose output streams to a shell).
 
-    def __init__(self, total: int):
-        self.total, self.done, self.started = total, 0, time.perf_counter()
+    Time left: each remaining run counted at its variant's mean so far (the mean of all runs until
+    the variant has one), since variants differ several-fold.
+    """
+
+    def __init__(self, plan: List[str]):
+        self.plan, self.done = plan, 0
+        self.started = self.last = time.perf_counter()
+        self.durations: Dict[str, List[float]] = {}
         self.name = ""
 
     def set_description(self, name: str) -> None:
         self.name = name
 
     def update(self, n: int) -> None:
-        self.done += n
-        elapsed = time.perf_counter() - self.started
-        left = elapsed / self.done * (self.total - self.done)
-        print(f"[{self.done}/{self.total}] {self.name} done; {_clock(elapsed)} elapsed, about {_clock(left)} left", flush=True)
+        now = time.perf_counter()
+        variant = self.plan[self.done]
+        self.durations.setdefault(variant, []).append(now - self.last)
+        self.done, self.last = self.done + n, now
+        every = [d for ds in self.durations.values() for d in ds]
+        left = sum(sum(self.durations.get(v, every)) / len(self.durations.get(v, every)) for v in self.plan[self.done:])
+        print(f"[{self.done}/{len(self.plan)}] {self.name} done; {_clock(now - self.started)} elapsed, "
+              f"about {_clock(left)} left", flush=True)
 
     def close(self) -> None:
         pass
@@ -110,8 +120,8 @@ def run_variants(corpus: str | Path, variants: Iterable[Variant], out_dir: str |
 
     variants, out_dir = list(variants), Path(out_dir)
     rows: List[Dict[str, Any]] = []
-    total = len(variants) * repeats
-    bar = _Lines(total) if progress == "lines" else tqdm(total=total, unit="run", disable=not progress)
+    plan = [variant.name for _ in range(repeats) for variant in variants]
+    bar = _Lines(plan) if progress == "lines" else tqdm(total=len(plan), unit="run", disable=not progress)
     try:
         for repeat in range(repeats):
             for variant in variants:

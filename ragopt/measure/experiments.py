@@ -58,7 +58,7 @@ async def _run_entry_point(rag: Any, mode: str, corpus: Path, config: RagoptConf
         from ragopt.ingest.engine import aingest
 
         cache = parse_cache_for(config, Path(rag.working_dir))
-        result = await aingest(rag, corpus_files(corpus), config=config, cache=cache, recorder=recorder, progress=False)
+        result = await aingest(rag, corpus_files(corpus), config=config, cache=cache, progress=False)
         recorder.set_cache_stats("parse_cache", result.cache_stats)
         return {"ingest": result.counts(), "memory_gate": result.memory_gate, "batches": result.batches, **rag.ragopt_stats}
     if mode == "rag_batch":

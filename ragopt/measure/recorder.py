@@ -3,26 +3,23 @@
 ``Recorder.attach(rag)`` is the one place it hooks a RAGAnything, so
 RAG-Anything's own entry points and ragopt's engine are measured the same way:
 
-- the LLM, vision and embedding functions are wrapped before anything else
-  wraps them (attach before ``ragopt.optimize``), so each request the service
-  serves (every retry attempt) and each embedding-model call (every
-  micro-batch) is one row. A backend that knows its own plan, busy and queue
-  time (the simulator) reports them through ``ragopt.backends.callinfo``;
-- RAG-Anything's CallbackManager delivers the document stage events;
-- each storage's ``index_done_callback`` (a full flush to disk for the default
-  JSON/nano-vector/NetworkX storages) is timed, and cache lookups counted;
+- it listens on the rag's observation layer (``ragopt.ingest.observe``): each
+  request the service serves (every retry attempt) and each embedding-model
+  call (every micro-batch) is one row; a backend that knows its own plan, busy
+  and queue time (the simulator) reports them through ``ragopt.backends.callinfo``;
+  each storage flush is timed and each cache lookup counted;
+- RAG-Anything's CallbackManager delivers the document events (ragopt's
+  engine dispatches to it too);
 - an RSSMonitor samples RSS and CPU% in the background.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from ragopt.backends import callinfo
-from ragopt.compat.raganything import after_initialization, wrap_parse_cache_lookup
+from ragopt.ingest.observe import observation, observed_embedding, observed_llm
 from ragopt.measure.run import Run, environment_meta, run_frames
 from ragopt.resources.rss import RSSMonitor
 
@@ -37,6 +34,7 @@ _CALLBACK_EVENTS = (
     "on_multimodal_complete",
     "on_document_complete",
     "on_document_error",
+    "on_document_skipped",  # ragopt.ingest's own: a file it did not ingest again
 )
 
 
@@ -68,6 +66,7 @@ class Recorder:
         self._lock = threading.Lock()
         self._rows: Dict[str, List[dict]] = {"llm": [], "embed": [], "flush": [], "event": []}
         self._counts: Dict[str, int] = {}
+        self._callbacks: Dict[int, Any] = {}
         self.caches: Dict[str, Dict[str, Any]] = {}
         self._monitor = RSSMonitor(interval_s=sample_interval_s)
         self._t0: Optional[float] = None
@@ -101,114 +100,72 @@ class Recorder:
         self.stop()
 
     # -- hooking a RAGAnything ----------------------------------------------------
-    def attach(self, rag: Any) -> None:
-        """Observe ``rag``: its model functions, callbacks, storage flushes and cache lookups.
+    def attach(self, rag: Any) -> "Recorder":
+        """Observe ``rag``: its model calls, document events, storage flushes and cache lookups.
 
-        Must come before ``ragopt.optimize``: a Recorder outside the retries
-        would see a retried request as one call.
+        Through ``ragopt.ingest.observe``, the layer innermost of every other one
+        (so each retried attempt is a call of its own); any time before the rag's
+        first use, or later on a rag that ``ragopt.optimize`` prepared.
         """
-        if getattr(rag, "ragopt_installed", None):
-            raise RuntimeError("attach the Recorder before ragopt.optimize, so it sees every request the service serves")
-        rag.llm_model_func = self.wrap_llm(rag.llm_model_func)
-        if rag.vision_model_func is not None:
-            rag.vision_model_func = self.wrap_llm(rag.vision_model_func)
-        rag.embedding_func = self.wrap_embedding(rag.embedding_func)
-        rag.callback_manager.register(_callback_class(self)())
-        # LightRAG creates its storages on first use.
-        after_initialization(rag, lambda: self._observe_storages(rag))
+        observation(rag).add(self)
+        self._callbacks[id(rag)] = callback = _callback_class(self)()
+        rag.callback_manager.register(callback)
+        return self
+
+    def detach(self, rag: Any) -> None:
+        """Stop observing ``rag``."""
+        observation(rag).remove(self)
+        callback = self._callbacks.pop(id(rag), None)
+        if callback is not None:
+            rag.callback_manager.unregister(callback)
 
     def wrap_llm(self, func: Callable) -> Callable:
-        """A plain ``async def`` around an LLM function that records each call."""
-        recorder = self
-
-        async def recorded_llm(*args: Any, **kwargs: Any):
-            info: Dict[str, Any] = {}
-            token = callinfo.current_call.set(info)
-            start = recorder.now()
-            start_ns = time.perf_counter_ns()
-            error = None
-            try:
-                return await func(*args, **kwargs)
-            except BaseException as exc:
-                error = exc
-                raise
-            finally:
-                latency_ns = time.perf_counter_ns() - start_ns
-                callinfo.current_call.reset(token)
-                granted, released = recorder._on_my_clock(info, "granted_at"), recorder._on_my_clock(info, "released_at")
-                recorder._add("llm", {
-                    "start_s": start,
-                    "end_s": start + latency_ns / 1e9,
-                    "latency_s": latency_ns / 1e9,
-                    # A backend that does not report its busy time is busy for the whole call.
-                    "service_ns": int(info.get("service_ns", latency_ns)),
-                    "queue_wait_ns": int(info.get("queue_wait_ns", 0)),
-                    "planned_ns": info.get("planned_ns"),
-                    "answer_wait_ns": info.get("answer_wait_ns"),
-                    "granted_s": granted,
-                    "released_s": released,
-                    "kind": info.get("kind", "unknown"),
-                    "outcome": info.get("outcome", "ok" if error is None else type(error).__name__),
-                    "prompt_tokens": info.get("prompt_tokens"),
-                    "completion_tokens": info.get("completion_tokens"),
-                    "error": None if error is None else f"{type(error).__name__}: {error}",
-                })
-
-        return recorded_llm
-
-    def _on_my_clock(self, info: Dict[str, Any], key: str) -> Optional[float]:
-        """A backend's ``time.perf_counter`` reading as seconds since start (None if not reported)."""
-        return None if info.get(key) is None else info[key] - self._t0
+        """``func`` observed by this Recorder alone (the same layer ``attach`` installs)."""
+        return observed_llm(func, [self])
 
     def wrap_embedding(self, embedding_func: Any) -> Any:
-        """The same ``EmbeddingFunc`` with its inner function timed (calls, texts)."""
-        inner = embedding_func.func
-        recorder = self
+        """The same ``EmbeddingFunc`` observed by this Recorder alone."""
+        return observed_embedding(embedding_func, [self])
 
-        async def recorded_embed(texts, *args: Any, **kwargs: Any):
-            start = recorder.now()
-            try:
-                return await inner(texts, *args, **kwargs)
-            finally:
-                end = recorder.now()
-                recorder._add("embed", {"start_s": start, "end_s": end, "duration_s": end - start, "texts": len(texts)})
+    # -- what the observation layer reports ----------------------------------------
+    def _since_start(self, ns: int) -> float:
+        if self._t0 is None:
+            self._t0 = time.perf_counter()
+        return ns / 1e9 - self._t0
 
-        return dataclasses.replace(embedding_func, func=recorded_embed)
+    def llm_call(self, start_ns: int, end_ns: int, info: Dict[str, Any], error: Optional[BaseException]) -> None:
+        latency_ns = end_ns - start_ns
+        start = self._since_start(start_ns)
+        self._add("llm", {
+            "start_s": start,
+            "end_s": start + latency_ns / 1e9,
+            "latency_s": latency_ns / 1e9,
+            # A backend that does not report its busy time is busy for the whole call.
+            "service_ns": int(info.get("service_ns", latency_ns)),
+            "queue_wait_ns": int(info.get("queue_wait_ns", 0)),
+            "planned_ns": info.get("planned_ns"),
+            "answer_wait_ns": info.get("answer_wait_ns"),
+            # The simulator reports when it granted and released the slot, on time.perf_counter.
+            "granted_s": None if info.get("granted_at") is None else info["granted_at"] - self._t0,
+            "released_s": None if info.get("released_at") is None else info["released_at"] - self._t0,
+            "kind": info.get("kind", "unknown"),
+            "outcome": info.get("outcome", "ok" if error is None else type(error).__name__),
+            "prompt_tokens": info.get("prompt_tokens"),
+            "completion_tokens": info.get("completion_tokens"),
+            "token_source": info.get("token_source"),
+            "error": None if error is None else f"{type(error).__name__}: {error}",
+        })
 
-    def _observe_storages(self, rag: Any) -> None:
-        from lightrag.base import StorageNameSpace
+    def embedding_call(self, start_ns: int, end_ns: int, texts: int) -> None:
+        start, end = self._since_start(start_ns), self._since_start(end_ns)
+        self._add("embed", {"start_s": start, "end_s": end, "duration_s": end - start, "texts": texts})
 
-        holders = [vars(rag.lightrag), vars(rag)]
-        storages = {id(s): s for h in holders for s in h.values() if isinstance(s, StorageNameSpace)}
-        for storage in storages.values():
-            self._time_flushes(storage)
-        cache = rag.lightrag.llm_response_cache
-        cache.get_by_id = self._counting(cache.get_by_id, "llm_cache")
-        wrap_parse_cache_lookup(rag, lambda lookup: self._counting(lookup, "raganything_parse_cache"))
+    def flush(self, start_ns: int, end_ns: int, storage: str) -> None:
+        start, end = self._since_start(start_ns), self._since_start(end_ns)
+        self._add("flush", {"start_s": start, "end_s": end, "duration_s": end - start, "storage": storage})
 
-    def _time_flushes(self, storage: Any) -> None:
-        flush = storage.index_done_callback
-        name = getattr(storage, "namespace", type(storage).__name__)
-
-        async def timed_flush(*args: Any, **kwargs: Any):
-            start = self.now()
-            try:
-                return await flush(*args, **kwargs)
-            finally:
-                end = self.now()
-                self._add("flush", {"start_s": start, "end_s": end, "duration_s": end - start, "storage": name})
-
-        storage.index_done_callback = timed_flush
-
-    def _counting(self, lookup: Callable, cache_name: str) -> Callable:
-        """``lookup`` counting the calls that return something as hits, the others as misses."""
-
-        async def counted(*args: Any, **kwargs: Any):
-            result = await lookup(*args, **kwargs)
-            self.count(f"{cache_name}.{'hits' if result is not None else 'misses'}")
-            return result
-
-        return counted
+    def cache_lookup(self, cache: str, hit: bool) -> None:
+        self.count(f"{cache}.{'hits' if hit else 'misses'}")
 
     # -- direct records ------------------------------------------------------
     def record_event(self, event: str, **fields: Any) -> None:

@@ -32,7 +32,7 @@ EXTRACT_KINDS = {"extract", "glean"}
 MULTIMODAL_KINDS = {"table", "image", "equation", "modal", "vision"}
 LLM_COLUMNS = (
     "start_s", "end_s", "latency_s", "service_ns", "queue_wait_ns", "planned_ns", "answer_wait_ns", "granted_s", "released_s", "kind",
-    "outcome", "prompt_tokens", "completion_tokens", "error",
+    "outcome", "prompt_tokens", "completion_tokens", "token_source", "error",
 )
 EVENT_COLUMNS = ["t_s", "event", "file_path", "doc_id", "stage", "duration_s", "error"]
 LIMIT_FROM_PLAN = "simulator plan"

@@ -69,6 +69,11 @@ class MemoryBudget:
         return self._rss_mb
 
     @property
+    def holding(self) -> bool:
+        """Whether the gate is closed now (work is being held back)."""
+        return self._holding
+
+    @property
     def held_count(self) -> int:
         return len(self.events)
 

@@ -167,3 +167,15 @@ class RSSMonitor:
         """Highest sampled RSS of the process plus its children, in MB."""
         with self._samples_lock:
             return max((s["total_rss_mb"] for s in self._samples), default=0.0)
+
+
+def settled_rss_mb(include_children: bool = False) -> float:
+    """RSS once reference cycles are collected and malloc's free memory is handed back (glibc):
+    what is still in use, not what the allocator keeps."""
+    import gc
+
+    from ragopt.resources.heap import trim_free_heap
+
+    gc.collect()
+    trim_free_heap()
+    return process_tree_rss_mb(include_children=include_children)

@@ -96,6 +96,46 @@ def variant_bars(spread: pd.DataFrame, metric: str, label: str, simulated: bool)
     return fig
 
 
+def budget_timeline(rss: pd.DataFrame, budget, files: pd.DataFrame, simulated: bool) -> go.Figure:
+    """RSS of the process tree against a MemoryBudget (holds shaded), and documents done over time."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.6, 0.4], vertical_spacing=0.06,
+                        subplot_titles=("RSS of the process tree", "documents done"))
+    fig.add_scatter(x=rss["t_s"], y=rss["total_rss_mb"], mode="lines", name="RSS (MB)", row=1, col=1)
+    fig.add_hline(y=budget.max_mb, line_dash="dash", annotation_text="budget (max_mb)", row=1, col=1)
+    fig.add_hline(y=budget.low_water_mb, line_dash="dot", annotation_text="reopens below (low water)", row=1, col=1)
+    done = sorted(files["done_s"].dropna())
+    fig.add_scatter(x=done, y=list(range(1, len(done) + 1)), mode="lines", line_shape="hv", name="documents done", row=2, col=1)
+    # The budget's clock starts when it is made, the ingestion's when it starts: both within the timeline.
+    for event in budget.events:
+        fig.add_vrect(x0=event.started_s, x1=event.started_s + event.held_s, fillcolor="red", opacity=0.12, line_width=0)
+    fig.update_yaxes(title_text="MB", row=1, col=1)
+    fig.update_yaxes(title_text="documents", row=2, col=1)
+    fig.update_xaxes(title_text="seconds", row=2, col=1)
+    title = "MemoryBudget: no document is inserted while RSS is over budget (shaded: held)"
+    fig.update_layout(title=f"{title} ({SIMULATED_NOTE})" if simulated else title, height=600)
+    return fig
+
+
+def cycle_growth(cycles: pd.DataFrame) -> go.Figure:
+    """RSS and live Python objects added per build/ingest/drop cycle, one line per series."""
+    import plotly.colors
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("RSS added by the series' cycles (MB)", "live Python objects added"))
+    for index, (name, frame) in enumerate(cycles.groupby("series", sort=False)):
+        color = plotly.colors.qualitative.Plotly[index]
+        x = [0] + list(frame["cycle"])
+        fig.add_scatter(x=x, y=[0] + list(frame["rss_growth_mb"]), mode="lines+markers", name=name, legendgroup=name, line_color=color, row=1, col=1)
+        fig.add_scatter(x=x, y=[0] + list(frame["objects_growth"]), mode="lines+markers", name=name, legendgroup=name,
+                        showlegend=False, line_color=color, row=1, col=2)
+    fig.update_xaxes(title_text="cycle")
+    title = "Memory growth per build/ingest/drop cycle"
+    fig.update_layout(title=f"{title} ({SIMULATED_NOTE})" if cycles.attrs.get("simulated") else title)
+    return fig
+
+
 def summary_table(frame: pd.DataFrame, title: str = "") -> go.Figure:
     """A DataFrame (e.g. ``experiments.compare_runs``) as a plotly table."""
     shown = frame.reset_index().astype(object).where(frame.reset_index().notna(), "n/a (not measured)")

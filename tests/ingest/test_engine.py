@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from raganything.callbacks import ProcessingCallback
 
 from ragopt.aio import run_sync
 from ragopt.cache.content_cache import file_sha256
@@ -169,16 +170,16 @@ def test_429s_are_retried_and_no_document_is_lost_or_duplicated(corpus6, rate_li
 # -- resume after cancellation ----------------------------------------------------
 
 
-class CancelOnFirstDocument:
-    """A recorder that cancels the ingestion when the first document completes."""
+class CancelOnFirstDocument(ProcessingCallback):
+    """A RAG-Anything callback that cancels the ingestion when the first document completes."""
 
     def __init__(self):
         self.task = None
         self.events = []
 
-    def record_event(self, event, **fields):
-        self.events.append((event, fields.get("file_path")))
-        if event == "document_complete" and self.task is not None and not self.task.done():
+    def on_document_complete(self, file_path=None, **fields):
+        self.events.append(("document_complete", file_path))
+        if self.task is not None and not self.task.done():
             self.task.cancel()
 
 
@@ -191,7 +192,8 @@ def resumed(corpus6, tmp_path_factory):
     async def scenario():
         rag = build_rag(config, working_dir, optimized=True)
         recorder = CancelOnFirstDocument()
-        recorder.task = asyncio.ensure_future(aingest(rag, corpus6, recorder=recorder, progress=False))
+        rag.callback_manager.register(recorder)
+        recorder.task = asyncio.ensure_future(aingest(rag, corpus6, progress=False))
         cancelled = False
         try:
             await recorder.task

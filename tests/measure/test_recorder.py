@@ -187,7 +187,8 @@ async def test_wrap_llm_without_callinfo_counts_the_measured_latency_as_busy():
 
     assert len(run.llm_calls) == 1
     call = run.llm_calls.iloc[0]
-    assert call["kind"] == "unknown"
+    assert call["kind"] == "other"  # named from the prompt by the observation layer
+    assert call["token_source"] == "tokenizer" and call["prompt_tokens"] > 0 and call["completion_tokens"] > 0
     assert call["outcome"] == "ok"
     assert call["error"] is None
     assert call["queue_wait_ns"] == 0
@@ -195,7 +196,7 @@ async def test_wrap_llm_without_callinfo_counts_the_measured_latency_as_busy():
     assert call["service_ns"] >= 15_000_000  # it did sleep (a lower bound only)
     summary = run.summary()
     assert summary["llm_busy_ns"] == call["service_ns"]
-    assert summary["llm_calls_by_kind"] == {"unknown": 1}
+    assert summary["llm_calls_by_kind"] == {"other": 1}
     # No plan from this backend: the limit is the measured busy time, and says so.
     assert summary["llm_bound_limit_source"] == "measured busy" and summary["llm_planned_s"] is None
     assert summary["llm_bound_limit_s"] == pytest.approx(call["service_ns"] / 1e9 / 2)
@@ -219,7 +220,7 @@ async def test_wrap_llm_records_an_exception_by_type_and_reraises_it():
 
     call = run.llm_calls.iloc[0]
     assert call["outcome"] == "Overloaded"
-    assert call["kind"] == "unknown"
+    assert call["kind"] == "other"
     assert "engine overloaded" in call["error"]
     assert call["service_ns"] > 0
     assert run.summary()["llm_calls_failed"] == 1

@@ -103,7 +103,7 @@ def test_03_content_cache_reaches_the_theoretical_maximum(run_notebook, smoke_co
 
 def test_04_memory_budget_and_repeated_experiment_leak(run_notebook):
     cycles = 2
-    values = run_notebook("04_memory", sim_preset="fast", cycles=cycles, cycle_docs=2, cycle_paragraphs=1, ballast_mb=200)
+    values = run_notebook("04_memory", sim_preset="fast", cycles=cycles, cycle_docs=2, cycle_paragraphs=1, ballast_mb=200, budget_docs=4)
     with_release, without = "with release_rag", "without release_rag"
     # Without release_rag every instance stays alive (atexit holds it); with it, none does.
     assert values["instances_alive"] == {with_release: 0, without: cycles}
@@ -114,12 +114,12 @@ def test_04_memory_budget_and_repeated_experiment_leak(run_notebook):
     for name in (with_release, without):
         assert math.isfinite(values["rss_growth_mb"][name])
         assert len(values["rss_delta_per_cycle"][name]) == cycles
-    # The ballast is held for 1 s: the gate closes once and holds back the documents arriving meanwhile.
+    # The ballast held RSS over the budget on a real ingestion: the gate closed, and once it was freed
+    # every document went through.
     budget = values["memory_budget"]
-    assert budget["held_count"] >= 1
-    assert 0.5 < budget["held_seconds"] < 10
-    assert budget["documents_admitted"] == 40
+    assert budget["held_count"] >= 1 and budget["held_seconds"] > 0
     assert budget["peak_rss_mb"] > budget["max_mb"]
+    assert budget["documents"] == {"ok": 4, "failed": 0, "skipped": 0}
     assert values["simulated"] is True
 
 
