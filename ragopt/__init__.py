@@ -46,6 +46,7 @@ _EXPORTS = {
     "plots": "ragopt.ui.plots",
 }
 
+_MODULE_EXPORTS = {"plots"}  # exported as modules, not as a name inside one
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # what static tools and IDEs see; at run time the names load on first use
@@ -77,7 +78,7 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'ragopt' has no attribute {name!r}")
     value = import_module(module)
-    return value if name == module.rsplit(".", 1)[1] else getattr(value, name)
+    return value if name in _MODULE_EXPORTS else getattr(value, name)
 
 
 def __dir__():

@@ -146,6 +146,19 @@ class RagoptConfig:
     embedding_batch_wait_s: float = _env("RAGOPT_EMBED_BATCH_WAIT", _parse_positive_float, 0.02)
     """How long the micro-batcher waits for more texts before it sends a batch."""
 
+    # Parsing
+    parser: Optional[str] = _env("RAGOPT_PARSER", _optional(str), None)
+    """The parser of the RAGAnything build_rag makes: None for ragopt's offline parser, a name RAG-Anything
+    knows (mineru, docling, paddleocr, or one registered), or ``package.module:Class`` to register and use."""
+
+    # Storages (LightRAG's names; None: LightRAG's default JSON / NetworkX / nano-vectordb files)
+    kv_storage: Optional[str] = _env("RAGOPT_KV_STORAGE", _optional(str), None)
+    doc_status_storage: Optional[str] = _env("RAGOPT_DOC_STATUS_STORAGE", _optional(str), None)
+    vector_storage: Optional[str] = _env("RAGOPT_VECTOR_STORAGE", _optional(str), None)
+    graph_storage: Optional[str] = _env("RAGOPT_GRAPH_STORAGE", _optional(str), None)
+    workspace: Optional[str] = _env("RAGOPT_WORKSPACE", _optional(str), None)
+    """LightRAG's workspace: what keeps knowledge bases apart on a shared server storage."""
+
     # Caches
     enable_parse_cache: bool = _env("ENABLE_PARSE_CACHE", _parse_bool, True)
     enable_llm_cache: bool = _env("ENABLE_LLM_CACHE", _parse_bool, True)
@@ -187,6 +200,12 @@ class RagoptConfig:
     @property
     def uses_simulator(self) -> bool:
         return self.llm_base_url is None
+
+    def lightrag_storages(self) -> Dict[str, Any]:
+        """The LightRAG settings of the configured storages and workspace (only those set)."""
+        chosen = {"kv_storage": self.kv_storage, "doc_status_storage": self.doc_status_storage,
+                  "vector_storage": self.vector_storage, "graph_storage": self.graph_storage, "workspace": self.workspace}
+        return {name: value for name, value in chosen.items() if value is not None}
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None, **overrides: Any) -> "RagoptConfig":

@@ -162,6 +162,12 @@ LISTED = {
     "RAGOPT_MICRO_BATCH_EMBEDDINGS": ("false", lambda c, t: "micro_batch_embeddings" in _optimized(c, t).ragopt_installed, False),
     "RAGOPT_COALESCE_FLUSHES": ("false", lambda c, t: "coalesce_flushes" in _optimized(c, t).ragopt_installed, False),
     "RAGOPT_WRITE_BEHIND_VECTORS": ("false", lambda c, t: "write_behind_vectors" in _optimized(c, t).ragopt_installed, False),
+    "RAGOPT_PARSER": ("standin_parser:StandInParser", lambda c, t: type(_optimized(c, t).doc_parser).__name__, "StandInParser"),
+    "RAGOPT_KV_STORAGE": ("RedisKVStorage", lambda c, t: _optimized(c, t).lightrag_kwargs.get("kv_storage"), "RedisKVStorage"),
+    "RAGOPT_DOC_STATUS_STORAGE": ("RedisDocStatusStorage", lambda c, t: _optimized(c, t).lightrag_kwargs.get("doc_status_storage"), "RedisDocStatusStorage"),
+    "RAGOPT_VECTOR_STORAGE": ("FaissVectorDBStorage", lambda c, t: _optimized(c, t).lightrag_kwargs.get("vector_storage"), "FaissVectorDBStorage"),
+    "RAGOPT_GRAPH_STORAGE": ("NetworkXStorage", lambda c, t: _optimized(c, t).lightrag_kwargs.get("graph_storage"), "NetworkXStorage"),
+    "RAGOPT_WORKSPACE": ("team-a", lambda c, t: _optimized(c, t).lightrag_kwargs.get("workspace"), "team-a"),
 }
 
 

@@ -25,6 +25,25 @@ SUPPORTED_EXTENSIONS = sorted(offline_parser.SUPPORTED_SUFFIXES)
 RAG_WORKERS = 4  # RAG-Anything's entry points' max_workers when MAX_CONCURRENT_FILES is not set
 
 
+def chosen_parser(name: Optional[str]) -> str:
+    """The RAG-Anything parser name for ``RAGOPT_PARSER``: the offline parser by default, a
+    ``module:Class`` registered under the class's lowercased name, else the name as given."""
+    if name is None:
+        return register_offline_parser()
+    if ":" not in name:
+        return name
+    from importlib import import_module
+
+    from raganything.parser import register_parser
+
+    module, _, qualname = name.partition(":")
+    cls = import_module(module)
+    for part in qualname.split("."):
+        cls = getattr(cls, part)
+    register_parser(cls.__name__.lower(), cls)
+    return cls.__name__.lower()
+
+
 def build_rag(
     config: RagoptConfig,
     working_dir: str | Path,
@@ -49,7 +68,7 @@ def build_rag(
     rag = RAGAnything(
         config=RAGAnythingConfig(
             working_dir=str(working_dir),
-            parser=register_offline_parser(),
+            parser=chosen_parser(config.parser),
             parser_output_dir=str(working_dir / "parsed"),
             parse_method="auto",
             display_content_stats=False,
@@ -59,7 +78,8 @@ def build_rag(
         llm_model_func=backends.llm_func,
         vision_model_func=backends.vision_func,
         embedding_func=backends.embedding_func,
-        lightrag_kwargs={"tokenizer": offline_tokenizer(), "enable_llm_cache": config.enable_llm_cache},
+        lightrag_kwargs={"tokenizer": offline_tokenizer(), "enable_llm_cache": config.enable_llm_cache,
+                         **config.lightrag_storages()},
     )
     if recorder is not None:
         recorder.attach(rag)

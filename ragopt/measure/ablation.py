@@ -12,7 +12,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import pandas as pd
 
@@ -106,7 +106,8 @@ def _clock(seconds: float) -> str:
 
 
 def run_variants(corpus: str | Path, variants: Iterable[Variant], out_dir: str | Path, repeats: int = 1,
-                 same_path: Optional[str | Path] = None, progress: bool | str = True) -> pd.DataFrame:
+                 same_path: Optional[str | Path] = None, progress: bool | str = True,
+                 after_run: Optional[Callable[[Variant, Dict[str, Any]], None]] = None) -> pd.DataFrame:
     """Each variant ``repeats`` times, interleaved, each run in a fresh process; one row per run.
 
     ``same_path``: every run ingests into this one working-dir path (RAG-Anything
@@ -114,7 +115,9 @@ def run_variants(corpus: str | Path, variants: Iterable[Variant], out_dir: str |
     in the same path), moved to ``out_dir/work/<variant>__<repeat>`` after it.
     A run that fails is a row with its ``error`` (and no figures); the others go on.
     ``progress``: a bar (variant, repeat, elapsed, time left) in the shell or the
-    notebook; ``"lines"``: a printed line per run; False: nothing.
+    notebook; ``"lines"``: a printed line per run; False: nothing. ``after_run(variant, row)``
+    runs after each successful run, before the next one (e.g. to inspect the knowledge base it
+    left on a shared storage) and may add to the row.
     """
     from tqdm.auto import tqdm
 
@@ -137,6 +140,8 @@ def run_variants(corpus: str | Path, variants: Iterable[Variant], out_dir: str |
                     summary = run.summary()
                     summary.pop("llm_calls_by_kind")
                     row.update(summary, working_dir=run.meta.get("working_dir"), details=run.meta.get("details"))
+                    if after_run is not None:
+                        after_run(variant, row)
                 except Exception as error:  # one failed run must not hide the others' figures
                     row["error"] = f"{type(error).__name__}: {str(error)[-800:]}"
                 if working_dir is not None and working_dir.exists():

@@ -41,6 +41,14 @@ def graph_signature(working_dir: Union[str, Path]) -> Signature:
     return entities, relations
 
 
+async def stored_graph_signature(lightrag: Any) -> Signature:
+    """The same signature read through LightRAG's graph storage API (any graph storage, not only GraphML)."""
+    graph = lightrag.chunk_entity_relation_graph
+    entities = {str(node["id"]) for node in await graph.get_all_nodes()}
+    relations = {frozenset((str(edge["source"]), str(edge["target"]))) for edge in await graph.get_all_edges()}
+    return entities, relations
+
+
 def _as_signature(graph: Union[str, Path, Signature]) -> Signature:
     if isinstance(graph, tuple):
         return graph

@@ -1,21 +1,33 @@
-"""Was every document ingested exactly once? The doc-status records of a knowledge base against a corpus."""
+"""Was every document ingested exactly once? A knowledge base's records against a corpus, through
+LightRAG's storage APIs, so the check holds for JSON files, Redis or PostgreSQL alike."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Dict, List
 
+async def doc_status_records(lightrag: Any) -> Dict[str, dict]:
+    """Every document status record, as stored (raw dicts, RAG-Anything's fields included).
 
-def doc_status_check(working_dir: str | Path, files: List[Path]) -> Dict[str, Any]:
-    """Lost and duplicated documents: the doc status records of a working dir against the corpus.
+    RAG-Anything's status enum has LightRAG's values and its own "handling" (text in,
+    multimodal stage running); storages filter on ``.value``.
+    """
+    from lightrag.base import DocStatus as LightRAGStatus
+    from raganything.base import DocStatus
+
+    statuses = list({s.value: s for s in (*LightRAGStatus, *DocStatus)}.values())
+    ids = list(await lightrag.doc_status.get_docs_by_statuses(statuses))
+    records = await lightrag.doc_status.get_by_ids(ids)
+    return {doc_id: record for doc_id, record in zip(ids, records) if record}
+
+
+def doc_status_check(records: Dict[str, dict], files: List[Path]) -> Dict[str, Any]:
+    """Lost and duplicated documents: status records against the corpus files.
 
     Lost: a file with no processed record. Duplicated: a file with two
     records, or named by one of the failed "dup-" records LightRAG writes
     when a document is inserted again.
     """
-    path = Path(working_dir) / "kv_store_doc_status.json"
-    records = json.loads(path.read_text()) if path.is_file() else {}
     by_file: Dict[str, List[dict]] = {}
     for doc_id, record in records.items():
         name = Path(str(record.get("file_path", ""))).name
@@ -35,3 +47,33 @@ def doc_status_check(working_dir: str | Path, files: List[Path]) -> Dict[str, An
         "dup_records": len(dup_records),
         "failed_records": len(failed_records),
     }
+
+
+async def missing_chunks(lightrag: Any, records: Dict[str, dict]) -> List[str]:
+    """Chunk ids a processed document lists that its knowledge base does not hold (data written after status)."""
+    listed = [c for r in records.values() if str(r.get("status")) == "processed" for c in r.get("chunks_list") or []]
+    stored = await lightrag.text_chunks.get_by_ids(listed) if listed else []
+    return [chunk for chunk, value in zip(listed, stored) if value is None]
+
+
+def inspect_knowledge_base(config: Any, working_dir: str | Path, files: List[Path]) -> Dict[str, Any]:
+    """Open the knowledge base a run left (its config's storages, at ``working_dir``) and check it:
+    the doc-status check, chunks missing behind processed records, and the graph's signature."""
+    from ragopt.aio import run_sync
+    from ragopt.compat.raganything import ensure_initialized
+    from ragopt.ingest.build import build_rag
+    from ragopt.ingest.release import arelease_rag
+    from ragopt.measure.graphs import stored_graph_signature
+
+    rag = build_rag(config, working_dir)
+
+    async def inspect() -> Dict[str, Any]:
+        await ensure_initialized(rag)
+        try:
+            records = await doc_status_records(rag.lightrag)
+            return {**doc_status_check(records, files), "missing_chunks": len(await missing_chunks(rag.lightrag, records)),
+                    "graph": await stored_graph_signature(rag.lightrag)}
+        finally:
+            await arelease_rag(rag)
+
+    return run_sync(inspect())

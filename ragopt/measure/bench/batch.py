@@ -35,11 +35,13 @@ The last line is one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -50,7 +52,7 @@ from ragopt.config import RagoptConfig
 from ragopt.measure.ablation import Variant, run_variants, speedups, spread
 from ragopt.measure.experiments import MODES
 from ragopt.measure.graphs import compare_graphs
-from ragopt.measure.integrity import doc_status_check
+from ragopt.measure.integrity import inspect_knowledge_base
 from ragopt.measure.run import Run
 from ragopt.measure.workloads import SAMPLE_CORPUS, corpus_files, synthetic_corpus
 
@@ -76,7 +78,7 @@ def _plain(value: Any) -> Any:
     return None if isinstance(value, float) and pd.isna(value) else value
 
 
-def _mode_figures(runs: pd.DataFrame, table: pd.DataFrame, mode: str, files: List[Path]) -> Dict[str, Any]:
+def _mode_figures(runs: pd.DataFrame, table: pd.DataFrame, mode: str) -> Dict[str, Any]:
     """Mean and std of each figure over the repeats, plus what the first repeat's run record and storage tell."""
     mine = runs[(runs["variant"] == mode) & runs["error"].isna()]
     figures: Dict[str, Any] = {"runs": int(len(mine)), "errors": [e for e in runs[runs["variant"] == mode]["error"] if e]}
@@ -97,19 +99,47 @@ def _mode_figures(runs: pd.DataFrame, table: pd.DataFrame, mode: str, files: Lis
         retries=details.get("llm_retries") or {},
         vector_writes=details.get("write_behind_vectors") or {},
         working_dir=first["working_dir"],
+        graph=first["graph"],
     )
-    checks = [doc_status_check(wd, files) for wd in mine["working_dir"]]
+    checks = list(mine["check"])
     figures.update(checks[0], lost_docs=max(c["lost_docs"] for c in checks),
-                   duplicate_docs=max(c["duplicate_docs"] for c in checks))
+                   duplicate_docs=max(c["duplicate_docs"] for c in checks),
+                   missing_chunks=max(c["missing_chunks"] for c in checks))
     return figures
 
 
-def bench_preset(preset: str, corpus: Path, files: List[Path], args: argparse.Namespace, out_dir: Path) -> Dict[str, Any]:
-    config = RagoptConfig.from_env(sim_preset=preset, sim_rate_429=args.rate_429)
+def _storage_settings(storage: str) -> Dict[str, Any]:
+    """RagoptConfig fields of a ``--storage`` choice."""
+    return {
+        "files": {},
+        "redis": {"kv_storage": "RedisKVStorage", "doc_status_storage": "RedisDocStatusStorage"},
+        "faiss": {"vector_storage": "FaissVectorDBStorage"},
+    }[storage]
+
+
+def _inspect(files: List[Path], storage_server: Any) -> Any:
+    """After each run: check the knowledge base it left through LightRAG's storage APIs, then (on a
+    server storage) empty the server for the next run."""
+
+    def after_run(variant: Variant, row: Dict[str, Any]) -> None:
+        found = inspect_knowledge_base(variant.config, row["working_dir"], files)
+        row["graph"] = found.pop("graph")
+        row["check"] = found
+        if storage_server is not None:
+            storage_server.flushdb()
+
+    return after_run
+
+
+def bench_preset(preset: str, corpus: Path, files: List[Path], args: argparse.Namespace, out_dir: Path,
+                 storage_server: Any = None) -> Dict[str, Any]:
+    config = RagoptConfig.from_env(sim_preset=preset, sim_rate_429=args.rate_429, parser=args.parser,
+                                   **_storage_settings(args.storage))
     variants = [Variant(mode, mode, config) for mode in args.modes]
-    runs = run_variants(corpus, variants, out_dir / preset, repeats=args.repeats, same_path=out_dir / "run")
+    runs = run_variants(corpus, variants, out_dir / preset, repeats=args.repeats, same_path=out_dir / "run",
+                        after_run=_inspect(files, storage_server))
     table = spread(runs, FIGURES)
-    figures = {mode: _mode_figures(runs, table, mode, files) for mode in args.modes}
+    figures = {mode: _mode_figures(runs, table, mode) for mode in args.modes}
     serial = figures.get(SERIAL_BASELINE, {}).get("llm_ok_calls_by_kind")
     for f in figures.values():
         kinds = f.get("llm_ok_calls_by_kind")
@@ -117,12 +147,9 @@ def bench_preset(preset: str, corpus: Path, files: List[Path], args: argparse.Na
             None if serial is None or kinds is None else all(kinds.get(k, 0) == serial.get(k, 0) for k in WORK_KINDS))
     graphs: Dict[str, Any] = {}
     for other in ("ragopt", "rag_folder", "rag_folder_tuned"):
-        a, b = figures.get(SERIAL_BASELINE, {}).get("working_dir"), figures.get(other, {}).get("working_dir")
-        if a and b:
-            try:
-                graphs[f"{SERIAL_BASELINE}_vs_{other}"] = compare_graphs(a, b)
-            except FileNotFoundError as error:
-                graphs[f"{SERIAL_BASELINE}_vs_{other}"] = {"same": None, "error": str(error)}
+        a, b = figures.get(SERIAL_BASELINE, {}).get("graph"), figures.get(other, {}).get("graph")
+        if a is not None and b is not None:
+            graphs[f"{SERIAL_BASELINE}_vs_{other}"] = compare_graphs(a, b)
     ok = runs[runs["error"].isna()]
     return {
         "preset": preset,
@@ -171,6 +198,7 @@ TABLE_ROWS = (
     ("p95 time to done since start (s)", lambda f: _pm(f, "doc_done_p95_s", ".1f")),
     ("doc processing p50 / p95 (s)", lambda f: f"{_pm(f, 'doc_processing_p50_s', '.1f')} / {_pm(f, 'doc_processing_p95_s', '.1f')}"),
     ("lost docs (worst run)", lambda f: f"{f['lost_docs']} {f['lost'] or ''}".strip()),
+    ("chunks missing behind processed status", lambda f: str(f["missing_chunks"])),
     ("duplicate docs (dup- records)", lambda f: f"{f['duplicate_docs']} ({f['dup_records']})"),
     ("failed doc_status records", lambda f: str(f["failed_records"])),
 )
@@ -200,6 +228,44 @@ def print_preset(result: Dict[str, Any], args: argparse.Namespace) -> None:
               f"relations {comparison['relations_a']} vs {comparison['relations_b']}")
 
 
+@contextlib.contextmanager
+def _storage_server(storage: str, out_dir: Path) -> Iterator[Any]:
+    """The Redis the runs use (REDIS_URI, or a redis-server of the benchmark's own on a free port), or None."""
+    if storage != "redis":
+        yield None
+        return
+    import redis
+
+    process = None
+    if not os.environ.get("REDIS_URI"):
+        import socket
+        import subprocess
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                    "--dir", str(out_dir)], stdout=subprocess.DEVNULL)
+        os.environ["REDIS_URI"] = f"redis://127.0.0.1:{port}/0"  # LightRAG's Redis storages read it; the runs inherit it
+    client = redis.Redis.from_url(os.environ["REDIS_URI"])
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError("redis-server did not start") from None
+            time.sleep(0.05)
+    client.flushdb()
+    try:
+        yield client
+    finally:
+        if process is not None:
+            process.terminate()
+            process.wait(timeout=30)
+            del os.environ["REDIS_URI"]
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", default=str(SAMPLE_CORPUS), help="folder of documents (default: data/sample)")
@@ -210,6 +276,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="runs of each mode, interleaved (default 3)")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES, help="modes to run (default: all)")
     parser.add_argument("--rate-429", type=float, default=0.0, help="share of LLM requests the simulator answers with 429")
+    parser.add_argument("--storage", choices=("files", "redis", "faiss"), default="files",
+                        help="LightRAG storages: its default files; Redis KV and doc status (REDIS_URI, else a "
+                             "redis-server started for the benchmark); Faiss vectors")
+    parser.add_argument("--parser", help="a parser RAG-Anything knows by name, or package.module:Class to register "
+                                         "(default: ragopt's offline parser)")
     parser.add_argument("--out-dir", default="reports/bench_batch", help="run records and working dirs")
     args = parser.parse_args(argv)
 
@@ -226,15 +297,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
 
     results = []
-    for preset in args.preset:
-        results.append(bench_preset(preset, corpus, files, args, out_dir))
-        print_preset(results[-1], args)
+    with _storage_server(args.storage, out_dir) as server:
+        for preset in args.preset:
+            results.append(bench_preset(preset, corpus, files, args, out_dir, server))
+            print_preset(results[-1], args)
 
     simulated = all(r["simulated_llm"] for r in results)
     print()
     print(("All figures measured on the SIMULATED LLM service (no real model was called). "
            if simulated else "Figures measured on a real LLM endpoint. ")
-          + f"corpus: {corpus} ({len(files)} documents), 429 rate {args.rate_429}, run records: {out_dir}")
+          + f"corpus: {corpus} ({len(files)} documents), 429 rate {args.rate_429}, storage {args.storage}, "
+          f"parser {args.parser or 'ragopt offline'}, run records: {out_dir}")
     head = results[0]
     modes = head["modes"]
     ragopt = modes.get("ragopt", {})
@@ -247,6 +320,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         "corpus": str(corpus),
         "documents": len(files),
         "rate_429": args.rate_429,
+        "storage": args.storage,
+        "parser": args.parser,
         "repeats": args.repeats,
         "preset": head["preset"],
         **{f"docs_per_min_{mode}": modes.get(mode, {}).get("docs_per_min") for mode in args.modes},
@@ -264,7 +339,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 "backend": r["backend"],
                 "speedups": r["speedups"],
                 "graphs": {k: {x: y for x, y in g.items() if not x.endswith(("_in_a", "_in_b"))} for k, g in r["graphs"].items()},
-                **{mode: {k: v for k, v in f.items() if k not in ("lost", "duplicated")} for mode, f in r["modes"].items()},
+                **{mode: {k: v for k, v in f.items() if k not in ("lost", "duplicated", "graph")} for mode, f in r["modes"].items()},
             }
             for r in results
         },
