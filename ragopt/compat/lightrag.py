@@ -6,7 +6,7 @@ signature or shape of every target.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, List
+from typing import Any, Callable, Dict, Iterable, List, Tuple
 
 GLEAN_PRIORITY = 9  # LightRAG's LLM queue serves lower numbers first: summaries 8, extraction 10
 
@@ -131,3 +131,27 @@ def openai_binding_retry(func: Callable) -> Callable:
     from lightrag.llm.openai import openai_complete_if_cache
 
     return openai_complete_if_cache.retry.copy().wraps(func)
+
+
+async def kv_namespace(lightrag: Any, namespace: str) -> Any:
+    """A key-value store of the knowledge base's own kind (JSON file, Redis, ...) and workspace.
+
+    Relies on ``LightRAG.key_string_value_json_storage_cls`` taking (namespace,
+    workspace, global_config, embedding_func), as RAG-Anything opens its parse cache.
+    """
+    storage = lightrag.key_string_value_json_storage_cls(
+        namespace=namespace, workspace=lightrag.workspace, global_config=lightrag.__dict__,
+        embedding_func=lightrag.embedding_func,
+    )
+    await storage.initialize()
+    return storage
+
+
+def cached_llm_exchange(entry: Dict[str, Any]) -> Tuple[str, str]:
+    """(prompt, answer) of an entry of LightRAG's LLM response cache, for valuing a hit.
+
+    Relies on ``lightrag.utils.save_to_cache`` storing ``original_prompt`` (the
+    user prompt, then system prompt and history, joined by newlines) and
+    ``return`` (the answer).
+    """
+    return str(entry.get("original_prompt") or ""), str(entry.get("return") or "")

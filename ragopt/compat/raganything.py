@@ -72,13 +72,14 @@ async def upsert_doc_status(rag: Any, doc_id: str, file_ref: str, status: Any, e
 
 
 def gate_multimodal_steps(rag: Any, wait: Callable[[str], Awaitable[None]],
-                          renumber: Callable[[str, List[str]], Awaitable[None]]) -> None:
+                          renumber: Callable[[str, List[str]], Awaitable[None]],
+                          around_merge: Callable[[str, Callable[[], Awaitable[Any]]], Awaitable[Any]]) -> None:
     """Make the multimodal steps that read or write the text's results wait for ``wait(doc_id)``.
 
     Relies on three methods of RAG-Anything's type-aware multimodal path:
-    ``_batch_merge_lightrag_style_type_aware(chunk_results, file_path, doc_id)``,
-    ``_update_doc_status_with_chunks_type_aware(doc_id, chunk_ids)`` (preceded
-    here by ``renumber``) and ``_mark_multimodal_processing_complete(doc_id)``.
+    ``_batch_merge_lightrag_style_type_aware(chunk_results, file_path, doc_id)``
+    (run as ``around_merge(doc_id, merge)``), ``_update_doc_status_with_chunks_type_aware(doc_id,
+    chunk_ids)`` (preceded here by ``renumber``) and ``_mark_multimodal_processing_complete(doc_id)``.
     """
     merge = rag._batch_merge_lightrag_style_type_aware
     update = rag._update_doc_status_with_chunks_type_aware
@@ -86,7 +87,7 @@ def gate_multimodal_steps(rag: Any, wait: Callable[[str], Awaitable[None]],
 
     async def merge_after_text(chunk_results: Any, file_path: str, doc_id: str = None):
         await wait(doc_id)
-        return await merge(chunk_results, file_path, doc_id)
+        return await around_merge(doc_id, lambda: merge(chunk_results, file_path, doc_id))
 
     async def update_after_text(doc_id: str, chunk_ids: List[str]):
         await wait(doc_id)

@@ -38,6 +38,7 @@ from ragopt.ingest.parse_pool import LocalParseExecutor, ParserSpec, parser_spec
 from ragopt.ingest.queue_driver import LightRAGQueue
 from ragopt.ingest.results import DOC_COLUMNS, IngestResult
 from ragopt.ingest.steps import fully_processed, insert_document
+from ragopt.ingest.versions import SourceVersions
 from ragopt.resources.budget import MemoryBudget
 from ragopt.resources.heap import trim_free_heap
 
@@ -97,15 +98,29 @@ class _Batch:
         return all(r.get("_queued") or r.get("_gated") or r["status"] is not None for r in self.rows.values())
 
     async def run(self, deadline_s: Optional[float]) -> None:
+        ing = self.ing
+        # Each file hashed once: its document id, its cache key, and whether it replaces a previous version.
+        digests = await ing.hash_files(self.paths)
+        await ing.replace_previous_versions(digests)
         poller = asyncio.create_task(self.queue.poll())
         documents = []
         try:
-            earlier = None  # the previous file's claim
-            for path in self.paths:
-                claimed = asyncio.Event()
-                documents.append(asyncio.create_task(self._document(path, earlier, claimed)))
-                earlier = claimed
-            done, pending = await asyncio.wait(documents, timeout=deadline_s)
+            for path in self.paths:  # in input order: of two files with the same bytes the first listed is ingested
+                key, digest = str(path), digests[path]
+                row = self.rows[key]
+                leave_parse_stage = ing.parse_stage_entered()
+                if isinstance(digest, OSError):
+                    ing.finish(row, "failed", "read", digest)
+                elif content_doc_id(digest) in ing.seen:
+                    row.update(doc_id=content_doc_id(digest), _digest=digest)
+                    ing.finish(row, "skipped", "dedupe", f"same content as {ing.seen[row['doc_id']]}")
+                else:
+                    row.update(doc_id=content_doc_id(digest), _digest=digest)
+                    ing.seen[row["doc_id"]] = key
+                    documents.append(asyncio.create_task(self._document(path, leave_parse_stage)))
+                    continue
+                leave_parse_stage()
+            done, pending = await asyncio.wait(documents, timeout=deadline_s) if documents else (set(), set())
             if pending:
                 await self._time_out(pending, deadline_s)
             else:
@@ -129,34 +144,16 @@ class _Batch:
             if row["status"] is None:
                 self.ing.finish(row, "failed", "batch_timeout", error)
 
-    async def _document(self, path: Path, earlier: Optional[asyncio.Event], claimed: asyncio.Event) -> None:
-        leave_parse_stage = self.ing.parse_stage_entered()
+    async def _document(self, path: Path, leave_parse_stage) -> None:
         try:
-            await self._process(path, earlier, claimed, leave_parse_stage)
+            await self._process(path, leave_parse_stage)
         finally:
             leave_parse_stage()  # skipped, failed or cancelled before (or in) the parse
 
-    async def _process(self, path: Path, earlier: Optional[asyncio.Event], claimed: asyncio.Event,
-                       leave_parse_stage) -> None:
+    async def _process(self, path: Path, leave_parse_stage) -> None:
         ing, key = self.ing, str(path)
         row = self.rows[key]
-        try:
-            digest: Any = await asyncio.to_thread(file_sha256, path)
-        except OSError as error:
-            digest = error
-        # Content is claimed in input order, so of two files with the same bytes
-        # the first listed is ingested, not whichever hash finished first.
-        if earlier is not None:
-            await earlier.wait()
-        try:
-            if isinstance(digest, OSError):
-                return ing.finish(row, "failed", "read", digest)
-            row["doc_id"] = doc_id = content_doc_id(digest)
-            if doc_id in ing.seen:
-                return ing.finish(row, "skipped", "dedupe", f"same content as {ing.seen[doc_id]}")
-            ing.seen[doc_id] = key
-        finally:
-            claimed.set()
+        doc_id, digest = row["doc_id"], row["_digest"]
         async with ing.in_flight:
             status = await ing.rag.lightrag.doc_status.get_by_id(doc_id)
             if fully_processed(status):
@@ -192,8 +189,12 @@ class _Ingestion:
     """The state one ingest call shares across its batches."""
 
     def __init__(self, rag: Any, *, cache: ContentCache, spec: ParserSpec, budget: Any, executor: Any,
-                 in_flight: int, start_after: int, total: int, progress: bool):
+                 in_flight: int, start_after: int, total: int, progress: bool,
+                 versions: Optional[SourceVersions] = None, remove_missing: bool = False):
         self.rag = rag
+        self.versions = versions
+        self.remove_missing = remove_missing
+        self.versions_seen: List[tuple] = []  # (path, document id, digest) of the files now in the knowledge base
         self.cache = cache
         self.spec = spec
         self.budget = budget
@@ -221,8 +222,25 @@ class _Ingestion:
         """Tell the rag's callbacks, as RAG-Anything's entry points do (a Recorder listens there)."""
         self.rag.callback_manager.dispatch(f"on_{event}", **fields)
 
+    async def hash_files(self, paths: List[Path]) -> Dict[Path, Any]:
+        """path -> SHA-256 of its bytes, or the OSError reading it raised (in threads, all at once)."""
+        digests = await asyncio.gather(*(asyncio.to_thread(file_sha256, p) for p in paths), return_exceptions=True)
+        for digest in digests:
+            if isinstance(digest, BaseException) and not isinstance(digest, OSError):
+                raise digest
+        return dict(zip(paths, digests))
+
+    async def replace_previous_versions(self, digests: Dict[Path, Any]) -> None:
+        """Before LightRAG's run starts (deletion needs it idle): delete what edited files replace."""
+        if self.versions is None:
+            return
+        current = {str(p.resolve()): content_doc_id(d) for p, d in digests.items() if not isinstance(d, OSError)}
+        await self.versions.replace_previous(self.rag, current, self.remove_missing)
+
     def finish(self, row: Dict[str, Any], status: str, stage: Optional[str] = None,
                error: Optional[BaseException | str] = None, **timings: Any) -> None:
+        if status != "failed" and row.get("_digest"):
+            self.versions_seen.append((str(Path(row["file"]).resolve()), row["doc_id"], row["_digest"]))
         done = self.clock()
         started = row["started_s"] if row["started_s"] is not None else done
         row.update(status=status, stage=stage, started_s=started, done_s=done, processing_s=done - started, **timings)
@@ -262,12 +280,18 @@ class _Ingestion:
 
     async def run(self, batches: List[List[Path]], timeout_s: Optional[float]) -> None:
         try:
+            if not batches:  # no file given: removed files may still have to go
+                await self.replace_previous_versions({})
             for paths in batches:
                 batch = _Batch(self, paths)
                 self.batches.append(batch)
                 await batch.run(timeout_s)
         finally:
             self.bar.close()
+            if self.versions is not None:  # what is in the knowledge base now, also after a cancel
+                for path, doc_id, digest in self.versions_seen:
+                    await self.versions.record(path, doc_id, digest)
+                await asyncio.shield(self.versions.flush())
 
 
 async def _clean_memory_every(interval_s: float) -> None:
@@ -298,6 +322,8 @@ async def aingest(
     start_after: Optional[int] = None,
     progress: bool = True,
     executor: Any = None,
+    replace_changed: bool = True,
+    remove_missing: bool = False,
     **parse_options: Any,
 ) -> IngestResult:
     """Ingest ``paths`` into ``rag``; returns a result row per file (``IngestResult.files``).
@@ -314,7 +340,10 @@ async def aingest(
     (WORKER_POOL_SIZE) and MEMORY_CLEANUP_INTERVAL. ``start_after`` is how
     many queued documents start LightRAG's run (default: as many as LightRAG
     inserts in parallel, so its first batch fills them). ``executor`` runs the
-    parse stage (default: ``LocalParseExecutor``, this machine's process pool). Document events go to
+    parse stage (default: ``LocalParseExecutor``, this machine's process pool).
+    ``replace_changed``: a file whose bytes changed since it was ingested replaces
+    its previous version (``ragopt.ingest.versions``); ``remove_missing``: documents
+    whose files are gone are deleted too. Document events go to
     the rag's CallbackManager, as from RAG-Anything's own entry points (a
     ``ragopt.Recorder`` attached to the rag measures the run).
     """
@@ -332,6 +361,8 @@ async def aingest(
         # No more can be queued than are in flight.
         start_after=min(start_after or rag.lightrag.max_parallel_insert, settings.in_flight),
         total=len(paths), progress=progress,
+        versions=await SourceVersions.open(rag) if replace_changed or remove_missing else None,
+        remove_missing=remove_missing,
     )
     cleaner = None
     if settings.memory_cleanup_interval_s:

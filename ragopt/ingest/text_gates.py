@@ -33,7 +33,7 @@ class TextGates:
     def __init__(self, rag: Any):
         self.rag = rag
         self._gates: Dict[str, asyncio.Future] = {}
-        gate_multimodal_steps(rag, self._wait, self._renumber)
+        gate_multimodal_steps(rag, self._wait, self._renumber, self._merge_keeping_text_entities)
 
     @classmethod
     def of(cls, rag: Any) -> "TextGates":
@@ -55,6 +55,26 @@ class TextGates:
         gate = self._gates.get(doc_id)
         if gate is not None:
             await gate
+
+    async def _merge_keeping_text_entities(self, doc_id: str, merge: Any) -> Any:
+        """The multimodal merge, then the document's entity and relation lists as the union of both merges.
+
+        LightRAG's merge replaces the document's ``full_entities``/``full_relations``
+        record with its own names, so after RAG-Anything's multimodal merge only the
+        multimodal entities are listed and LightRAG's ``adelete_by_doc_id``, which
+        deletes what that record lists, would leave the text's entities behind.
+        """
+        lightrag = self.rag.lightrag
+        text_entities, text_relations = await lightrag.full_entities.get_by_id(doc_id), await lightrag.full_relations.get_by_id(doc_id)
+        result = await merge()
+        for storage, before, key in ((lightrag.full_entities, text_entities, "entity_names"),
+                                     (lightrag.full_relations, text_relations, "relation_pairs")):
+            after = await storage.get_by_id(doc_id)
+            if before and after:
+                union = {tuple(i) if isinstance(i, list) else i: i for i in (before.get(key) or []) + (after.get(key) or [])}
+                await storage.upsert({doc_id: {**after, key: list(union.values()), "count": len(union)}})
+                await storage.index_done_callback()  # on disk before the status says processed
+        return result
 
     async def _renumber(self, doc_id: str, chunk_ids: List[str]) -> None:
         """Number the multimodal chunks after the text's, as RAG-Anything does when it runs second."""
