@@ -54,6 +54,7 @@ def simulator_for(config: RagoptConfig):
         "rate_429": config.sim_rate_429,
         "rate_timeout": config.sim_rate_timeout,
         "rate_5xx": config.sim_rate_5xx,
+        "max_queue": config.sim_max_queue,
     }
     if config.max_concurrent_processing is not None:
         overrides["slots"] = config.max_concurrent_processing

@@ -69,6 +69,9 @@ class SimulatorConfig:
     rate_timeout: float = 0.0
     timeout_s: float = 30.0
     rate_5xx: float = 0.0
+    max_queue: Optional[int] = None
+    """Admission control: with all K slots busy and this many requests already waiting, a new one gets
+    a 429 (as a hosted API answers overload). None: every request queues."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.slots, int) or isinstance(self.slots, bool) or self.slots < 1:
@@ -87,6 +90,8 @@ class SimulatorConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {rate!r}")
         if sum(rates.values()) > 1:
             raise ValueError(f"fault rates must add up to at most 1, got {rates}")
+        if self.max_queue is not None and self.max_queue < 0:
+            raise ValueError(f"max_queue must be >= 0, got {self.max_queue!r}")
 
     @classmethod
     def preset(cls, name: str = "default", **overrides: Any) -> "SimulatorConfig":
@@ -353,11 +358,11 @@ class LLMSimulator:
             self._as_seen_at_cancel(call).report(self.clock.now(), self.clock)
             raise
         call.report(self.clock.now(), self.clock)
-        if outcome == "429":
+        if call.outcome == "429":
             raise _rate_limit_error(config.retry_after_s)
-        if outcome == "timeout":
+        if call.outcome == "timeout":
             raise _timeout_error()
-        if outcome == "5xx":
+        if call.outcome == "5xx":
             raise _server_error()
         return answer
 
@@ -367,7 +372,10 @@ class LLMSimulator:
         Fills in ``call`` (read by the caller once this returns).
         """
         clock, server = self.clock, self._server
-        if call.outcome == "429":
+        limit = self.config.max_queue
+        overloaded = limit is not None and not server.free and len(server.waiters) >= limit
+        if call.outcome == "429" or overloaded:
+            call.outcome, call.planned_s, call.completion_tokens = "429", 0.0, 0
             call.started = call.ended = call.arrived
             self._record(call)
             return
@@ -438,6 +446,11 @@ class LLMSimulator:
         """Requests holding a slot now."""
         with self._lock:
             return self._in_flight
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a slot now (read from any thread: copying the deque is atomic under the GIL)."""
+        return sum(1 for waiter in list(self._server.waiters) if not waiter.done())
 
     def counters(self) -> Dict[str, Any]:
         """Totals since the last reset().

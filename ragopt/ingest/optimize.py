@@ -20,6 +20,9 @@ from ragopt.ingest.observe import observation
 from ragopt.ingest.registry import BEFORE_INIT, Target, optimizations
 
 
+ADAPTIVE_CEILING = 64  # where AIMD concurrency starts when the endpoint's K is not known
+
+
 class OptimizationWarning(UserWarning):
     """An optimization could not be installed (named in the message)."""
 
@@ -59,13 +62,13 @@ def optimize(
     unknown = set(exclude) - set(registry)
     if unknown:
         raise ValueError(f"unknown optimizations {sorted(unknown)}; known: {sorted(registry)}")
-    slots = slots or config.max_concurrent_processing or DEFAULT_ENDPOINT_SLOTS
+    # No K given and AIMD on: start high and let the endpoint's 429s find a working K.
+    slots = slots or config.max_concurrent_processing or (ADAPTIVE_CEILING if config.adaptive_concurrency else DEFAULT_ENDPOINT_SLOTS)
     stats = getattr(rag, "ragopt_stats", None)
     if stats is None:
         stats = rag.ragopt_stats = {"llm": {"calls": 0, "in_flight": 0}}
     installed = rag.__dict__.setdefault("ragopt_installed", set())
-    wanted = [o for name, o in registry.items()
-              if name not in exclude and name not in installed and getattr(config, o.field)]
+    wanted = [o for name, o in registry.items() if name not in exclude and name not in installed and o.on_in(config)]
     initialized = is_initialized(rag)
     if not initialized:
         observation(rag)  # innermost of every layer, so a Recorder attached later still sees each attempt

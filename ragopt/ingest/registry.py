@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from importlib import import_module
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 BEFORE_INIT = "before_init"
 AFTER_INIT = "after_init"
@@ -46,6 +46,11 @@ class Optimization:
     install: Callable[[Target], None]
     counts: Tuple[str, ...] = ()
     """The counters it keeps in ``rag.ragopt_stats[name]``."""
+    enabled: Optional[Callable[[Any], bool]] = None
+    """Whether ``config`` switches it on; default: its ``field`` is true."""
+
+    def on_in(self, config: Any) -> bool:
+        return self.enabled(config) if self.enabled is not None else bool(getattr(config, self.field))
 
     def __post_init__(self) -> None:
         if self.when not in (BEFORE_INIT, AFTER_INIT):
@@ -53,11 +58,12 @@ class Optimization:
 
 
 _REGISTRY: Dict[str, Optimization] = {}
-# Installed in this order: inner function layers before outer ones (the AIMD
-# limit inside the retries, so each attempt takes a slot).
+# Installed in this order: inner function layers before outer ones (pacing and
+# the AIMD limit inside the retries, so each attempt is paced and takes a slot).
 _BUILTIN_MODULES = (
     "ragopt.ingest.tuning",
     "ragopt.ingest.gleaning",
+    "ragopt.ingest.pacing",
     "ragopt.ingest.retry",
     "ragopt.ingest.microbatch",
     "ragopt.ingest.flushes",

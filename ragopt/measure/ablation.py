@@ -37,9 +37,10 @@ class Variant:
 
 
 def switches() -> Dict[str, str]:
-    """The config field of each optimization an ablation switches: the registry's (AIMD
-    concurrency, off by default, aside) and the parse cache."""
-    fields = {name: o.field for name, o in optimizations().items() if o.field != "adaptive_concurrency"}
+    """The config field of each optimization an ablation switches: the registry's that are on by default
+    (AIMD concurrency and rate-limit pacing depend on the endpoint) and the parse cache."""
+    default = RagoptConfig()
+    fields = {name: o.field for name, o in optimizations().items() if o.enabled is None and getattr(default, o.field) is True}
     return {**fields, "parse_cache": "enable_parse_cache"}
 
 
