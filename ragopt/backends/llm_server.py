@@ -3,7 +3,8 @@
 In-process calls skip the network; this server puts the real ``openai`` client
 path (connection pool, retries, Retry-After handling) in the loop, against the
 same simulator, slots and counters. It answers ``POST /v1/chat/completions``
-(plain or streamed) and ``GET /v1/models``, which names the model's owner
+(plain or streamed), ``POST /v1/embeddings`` (real MiniLM vectors) and
+``GET /v1/models``, which names the chat model's owner
 ``ragopt-simulator``: a client that checks it labels its figures simulated,
 and ``usage["ragopt"]`` carries the engine's plan for each call. Faults look as they would from a
 real engine: 429 with Retry-After, 500, and for a timeout a request that hangs
@@ -30,6 +31,7 @@ from ragopt.backends import callinfo
 from ragopt.backends.llm_sim import LLMSimulator, SimulatorConfig, split_messages
 
 MODEL_ID = "ragopt-sim"
+EMBEDDING_MODEL_ID = "all-MiniLM-L6-v2"  # a real model, not simulated: its vectors are MiniLM's
 SIMULATOR_OWNER = "ragopt-simulator"  # /v1/models says so: clients label every figure made on it "simulated"
 _SIM_KEY = web.AppKey("sim", LLMSimulator)
 
@@ -116,10 +118,38 @@ async def _stream(request: web.Request, completion: dict, text: str, usage: dict
     return response
 
 
+async def _embeddings(request: web.Request) -> web.Response:
+    """OpenAI's embeddings API over MiniLM (in its worker process), as floats or base64 float32."""
+    import base64
+
+    import numpy as np
+
+    from ragopt.backends.embedding import embedding_worker, encode
+    from ragopt.backends.tokenizer import count_tokens
+
+    try:
+        body = await request.json()
+    except ValueError:
+        return _error(400, "request body is not JSON", "invalid_request_error")
+    texts = body.get("input")
+    texts = [texts] if isinstance(texts, str) else list(texts or [])
+    if not texts or not all(isinstance(t, str) for t in texts):
+        return _error(400, "input must be a string or a list of strings", "invalid_request_error")
+    vectors = await asyncio.get_running_loop().run_in_executor(embedding_worker(), encode, texts)
+    as_base64 = body.get("encoding_format") == "base64"
+    data = [{"object": "embedding", "index": i,
+             "embedding": base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode() if as_base64 else [float(x) for x in v]}
+            for i, v in enumerate(vectors)]
+    tokens = sum(count_tokens(t) for t in texts)
+    return web.json_response({"object": "list", "data": data, "model": body.get("model") or EMBEDDING_MODEL_ID,
+                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+
 async def _models(request: web.Request) -> web.Response:
     return web.json_response({
         "object": "list",
-        "data": [{"id": MODEL_ID, "object": "model", "created": 0, "owned_by": SIMULATOR_OWNER, "simulated": True}],
+        "data": [{"id": MODEL_ID, "object": "model", "created": 0, "owned_by": SIMULATOR_OWNER, "simulated": True},
+                 {"id": EMBEDDING_MODEL_ID, "object": "model", "created": 0, "owned_by": "ragopt"}],
     })
 
 
@@ -127,6 +157,7 @@ def make_app(sim: LLMSimulator) -> web.Application:
     app = web.Application(client_max_size=64 * 1024**2)  # base64 images are large
     app[_SIM_KEY] = sim
     app.router.add_post("/v1/chat/completions", _chat_completions)
+    app.router.add_post("/v1/embeddings", _embeddings)
     app.router.add_get("/v1/models", _models)
     return app
 

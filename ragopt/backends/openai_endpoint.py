@@ -88,3 +88,25 @@ def endpoint_llm_func(base_url: str, api_key: Optional[str], model: str):
         return response.choices[0].message.content or ""
 
     return llm
+
+
+def probe_dimension(base_url: str, api_key: Optional[str], model: str) -> int:
+    """The vector size an embeddings endpoint returns (one request, once, at start-up)."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    response = httpx.post(base_url.rstrip("/") + "/embeddings", headers=headers, timeout=REQUEST_TIMEOUT_S,
+                          json={"model": model, "input": ["dimension probe"], "encoding_format": "float"})
+    response.raise_for_status()
+    return len(response.json()["data"][0]["embedding"])
+
+
+def endpoint_embedding_func(base_url: str, api_key: Optional[str], model: str, dim: Optional[int] = None):
+    """A LightRAG ``EmbeddingFunc`` over an OpenAI-compatible ``/embeddings`` endpoint, through
+    LightRAG's own OpenAI binding (its retries included); ``dim`` is probed when not given."""
+    from lightrag.llm.openai import openai_embed
+    from lightrag.utils import EmbeddingFunc
+
+    async def embed(texts, **_: Any):
+        # max_token_size=0: no client-side truncation (it would fetch a tokenizer for the model name).
+        return await openai_embed.func(list(texts), model=model, base_url=base_url, api_key=api_key or "not-needed", max_token_size=0)
+
+    return EmbeddingFunc(embedding_dim=dim or probe_dimension(base_url, api_key, model), max_token_size=8192, func=embed, model_name=model)
