@@ -28,6 +28,7 @@ def doc_status_check(records: Dict[str, dict], files: List[Path]) -> Dict[str, A
     records, or named by one of the failed "dup-" records LightRAG writes
     when a document is inserted again.
     """
+    records = {doc_id: {**r, "status": _status(r)} for doc_id, r in records.items()}
     by_file: Dict[str, List[dict]] = {}
     for doc_id, record in records.items():
         name = Path(str(record.get("file_path", ""))).name
@@ -49,9 +50,15 @@ def doc_status_check(records: Dict[str, dict], files: List[Path]) -> Dict[str, A
     }
 
 
+def _status(record: dict) -> str:
+    """A record's status as text: storages that keep records in memory hold the enum itself."""
+    status = record.get("status")
+    return str(getattr(status, "value", status))
+
+
 async def missing_chunks(lightrag: Any, records: Dict[str, dict]) -> List[str]:
     """Chunk ids a processed document lists that its knowledge base does not hold (data written after status)."""
-    listed = [c for r in records.values() if str(r.get("status")) == "processed" for c in r.get("chunks_list") or []]
+    listed = [c for r in records.values() if _status(r) == "processed" for c in r.get("chunks_list") or []]
     stored = await lightrag.text_chunks.get_by_ids(listed) if listed else []
     return [chunk for chunk, value in zip(listed, stored) if value is None]
 
