@@ -43,7 +43,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
-BENCHMARKS = ("baseline", "batch", "cache", "memory", "gpu", "distributed", "query", "plan")  # modules of ragopt.measure.bench
+BENCHMARKS = ("baseline", "batch", "cache", "memory", "gpu", "distributed", "query", "plan", "crash")  # modules of ragopt.measure.bench
 
 
 def _live_page(config: RagoptConfig):
@@ -60,6 +60,9 @@ def cmd_bench(args: argparse.Namespace, rest: List[str]) -> int:
     from importlib import import_module
 
     chosen = [name for name in BENCHMARKS if getattr(args, name)]
+    if not chosen and {"-h", "--help"} & set(rest):
+        print(f"usage: ragopt bench {{{' | '.join('--' + name for name in BENCHMARKS)}}} [its arguments, --help lists them]")
+        return 0
     if len(chosen) != 1:
         print(f"choose one benchmark: {' '.join('--' + name for name in BENCHMARKS)}", file=sys.stderr)
         return 2
@@ -236,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     corpus_options(profile)
     profile.set_defaults(func=cmd_profile)
 
-    bench = commands.add_parser("bench", help="run a benchmark of benchmarks/; its last output line is one JSON object")
+    # add_help=False: with a benchmark chosen, -h/--help goes on to that benchmark's own parser
+    bench = commands.add_parser("bench", add_help=False, help="run a benchmark of benchmarks/; its last output line is one JSON object")
     for name in BENCHMARKS:
         bench.add_argument(f"--{name}", action="store_true", help=f"ragopt.measure.bench.{name} (further arguments go to it)")
     bench.set_defaults(func=cmd_bench, passthrough=True)
