@@ -20,8 +20,9 @@ _EXPORTS = {
     "build_rag": "ragopt.ingest.build",
     "optimize": "ragopt.ingest.optimize",
     "optimizations": "ragopt.ingest.registry",
-    "ingest": "ragopt.ingest.engine",
-    "aingest": "ragopt.ingest.engine",
+    # The entry points: with ENABLE_MONITORING on they start the live page, then run the engine.
+    "ingest": "ragopt.ui.monitoring",
+    "aingest": "ragopt.ui.monitoring",
     "IngestResult": "ragopt.ingest.results",
     "release_rag": "ragopt.ingest.release",
     "arelease_rag": "ragopt.ingest.release",
@@ -38,12 +39,18 @@ _EXPORTS = {
     "profile": "ragopt.measure.experiments",
     "aprofile": "ragopt.measure.experiments",
     "run_isolated": "ragopt.measure.experiments",
+    "profile_rag": "ragopt.measure.experiments",
+    "aprofile_rag": "ragopt.measure.experiments",
+    "plan": "ragopt.measure.planner",
+    "aplan": "ragopt.measure.planner",
+    "Prices": "ragopt.measure.ledger",
     "compare_runs": "ragopt.measure.tables",
     "before_after": "ragopt.measure.tables",
     "synthetic_corpus": "ragopt.measure.workloads",
     "SAMPLE_CORPUS": "ragopt.measure.workloads",
     "run_sync": "ragopt.aio",
     "plots": "ragopt.ui.plots",
+    "watch": "ragopt.ui.panel",
 }
 
 _MODULE_EXPORTS = {"plots"}  # exported as modules, not as a name inside one
@@ -55,12 +62,14 @@ if TYPE_CHECKING:  # what static tools and IDEs see; at run time the names load 
     from ragopt.cache.content_cache import ContentCache
     from ragopt.config import ConfigError, RagoptConfig
     from ragopt.ingest.build import build_rag
-    from ragopt.ingest.engine import aingest, ingest
+    from ragopt.ui.monitoring import aingest, ingest
     from ragopt.ingest.optimize import optimize
     from ragopt.ingest.registry import optimizations
     from ragopt.ingest.release import arelease_rag, release_rag
     from ragopt.ingest.results import IngestResult
-    from ragopt.measure.experiments import aprofile, profile, run_isolated
+    from ragopt.measure.experiments import aprofile, aprofile_rag, profile, profile_rag, run_isolated
+    from ragopt.measure.ledger import Prices
+    from ragopt.measure.planner import aplan, plan
     from ragopt.measure.recorder import Recorder
     from ragopt.measure.run import Run
     from ragopt.measure.tables import before_after, compare_runs
@@ -71,6 +80,7 @@ if TYPE_CHECKING:  # what static tools and IDEs see; at run time the names load 
     from ragopt.resources.leaks import LeakCheck, soak
     from ragopt.resources.rss import RSSMonitor
     from ragopt.ui import plots
+    from ragopt.ui.panel import watch
 
 
 def __getattr__(name: str) -> Any:

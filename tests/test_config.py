@@ -64,7 +64,8 @@ def test_the_guides_env_file_loads_verbatim_and_each_variable_acts_or_is_named_u
         config = RagoptConfig.from_env_file(GUIDE_FILE, environ={}, cache_storage=str(tmp_path / "cache"))
     assert len(warned) == 1
     named = set(str(warned[0].message).split(" (")[0].removeprefix("ragopt does not use ").split(", "))
-    assert named == set(NOT_USED) == {"GC_THRESHOLD", "ENABLE_BATCH_CACHE", "PROFILING_ENABLED", "ENABLE_MONITORING", "METRICS_PORT"}
+    assert named == set(NOT_USED) == {"GC_THRESHOLD", "ENABLE_BATCH_CACHE", "PROFILING_ENABLED"}
+    assert (config.enable_monitoring, config.metrics_port) == (True, 9090)  # the guide's own choice of port
     assert (config.max_concurrent_processing, config.max_concurrent_files, config.worker_pool_size) == (8, 10, 4)
     assert config.enable_parse_cache and config.enable_llm_cache
     assert config.cache_size_limit == CacheLimit(entries=5000) and config.cache_ttl_hours == 72
@@ -123,6 +124,27 @@ def _cache(config):
     return ContentCache.from_config(config)
 
 
+def _publishes(config):
+    """Whether an entry point would publish live metrics (on a free port: the default one may be taken)."""
+    import socket
+
+    from ragopt.ui import monitoring
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    try:
+        return monitoring.publisher_for(config.replace(metrics_port=port)) is not None
+    finally:
+        monitoring.stop_serving()
+
+
+def _dashboard_port(config):
+    from ragopt.ui.monitoring import dashboard_for
+
+    return dashboard_for(config).port
+
+
 def _simulator(config):
     from ragopt.backends import make_backends
 
@@ -168,13 +190,75 @@ LISTED = {
     "RAGOPT_MICRO_BATCH_EMBEDDINGS": ("false", lambda c, t: "micro_batch_embeddings" in _optimized(c, t).ragopt_installed, False),
     "RAGOPT_COALESCE_FLUSHES": ("false", lambda c, t: "coalesce_flushes" in _optimized(c, t).ragopt_installed, False),
     "RAGOPT_WRITE_BEHIND_VECTORS": ("false", lambda c, t: "write_behind_vectors" in _optimized(c, t).ragopt_installed, False),
+    "RAGOPT_VERSIONED_QUERY_CACHE": ("false", lambda c, t: "versioned_query_cache" in _optimized(c, t).ragopt_installed, False),
+    "RAGOPT_QUERY_EMBEDDINGS_FIRST": ("false", lambda c, t: _optimized(c, t).embedding_func.func.queries_first, False),
+    "RAGOPT_QUERY_EMBEDDING_MEMO": ("false", lambda c, t: _optimized(c, t).embedding_func.func.query_memo, False),
+    "ENABLE_MONITORING": ("true", lambda c, t: _publishes(c), True),
+    "METRICS_PORT": ("9191", lambda c, t: _dashboard_port(c), 9191),
     "RAGOPT_PARSER": ("standin_parser:StandInParser", lambda c, t: type(_optimized(c, t).doc_parser).__name__, "StandInParser"),
     "RAGOPT_KV_STORAGE": ("RedisKVStorage", lambda c, t: _optimized(c, t).lightrag_kwargs.get("kv_storage"), "RedisKVStorage"),
     "RAGOPT_DOC_STATUS_STORAGE": ("RedisDocStatusStorage", lambda c, t: _optimized(c, t).lightrag_kwargs.get("doc_status_storage"), "RedisDocStatusStorage"),
     "RAGOPT_VECTOR_STORAGE": ("FaissVectorDBStorage", lambda c, t: _optimized(c, t).lightrag_kwargs.get("vector_storage"), "FaissVectorDBStorage"),
     "RAGOPT_GRAPH_STORAGE": ("NetworkXStorage", lambda c, t: _optimized(c, t).lightrag_kwargs.get("graph_storage"), "NetworkXStorage"),
     "RAGOPT_WORKSPACE": ("team-a", lambda c, t: _optimized(c, t).lightrag_kwargs.get("workspace"), "team-a"),
+    "REDIS_URL": ("redis://10.1.2.3:6390/2", lambda c, t: (_celery(c)["broker_url"], _celery(c)["result_backend"]),
+                  ("redis://10.1.2.3:6390/2",) * 2),
+    "CELERY_BROKER_URL": ("redis://10.1.2.3:6390/3", lambda c, t: _celery(c)["broker_url"], "redis://10.1.2.3:6390/3"),
+    "CELERY_RESULT_BACKEND": ("redis://10.1.2.3:6390/4", lambda c, t: _celery(c)["result_backend"], "redis://10.1.2.3:6390/4"),
+    "RAGOPT_VISIBILITY_TIMEOUT": ("7200", lambda c, t: _celery(c)["broker_transport_options"]["visibility_timeout"], 7200.0),
+    "RAGOPT_WORKER_MAX_MEMORY_MB": ("512", lambda c, t: _celery(c)["worker_max_memory_per_child"], 512 * 1024),
+    "RAGOPT_PARSE_SOFT_TIME_LIMIT": ("100", lambda c, t: _celery_app(c).tasks["ragopt.parse"].soft_time_limit, 100.0),
+    "RAGOPT_PARSE_TIME_LIMIT": ("900", lambda c, t: _celery_app(c).tasks["ragopt.parse"].time_limit, 900.0),
+    "RAGOPT_QUERY_TIME_LIMIT": ("30", lambda c, t: _task_bounds(c)["ragopt.query"], 30.0),
+    "RAGOPT_TRANSFER_MAX_MB": ("8", lambda c, t: _transfer(c).max_mb, 8.0),
+    "RAGOPT_TRANSFER_TTL_HOURS": ("2", lambda c, t: _transfer(c).ttl_s, 7200),
+    "RAGOPT_KB_ROOT": ("{tmp}/kbs", lambda c, t: _kb_root(c), "{tmp}/kbs"),
+    "RAGOPT_RAG_FACTORY": ("ragopt.ingest.build:build_rag", lambda c, t: _rag_factory(c).__name__, "build_rag"),
+    "RAGOPT_WRITER_LEASE": ("12", lambda c, t: _writer_lock(c).lease_ms, 12000),
 }
+
+
+def _celery(config):
+    from ragopt.distributed.app import celery_settings
+
+    return celery_settings(config, environ={})
+
+
+def _celery_app(config):
+    from ragopt.distributed.app import make_app
+
+    return make_app(config, environ={})
+
+
+def _task_bounds(config):
+    from ragopt.distributed.app import task_bounds
+
+    return task_bounds(config)
+
+
+def _transfer(config):
+    from ragopt.distributed.parse_task import transfer_for
+
+    return transfer_for(_celery_app(config))
+
+
+def _kb_root(config):
+    from ragopt.distributed.factory import kb_root
+
+    return kb_root(config)
+
+
+def _rag_factory(config):
+    from ragopt.distributed.factory import load_factory
+
+    return load_factory(config.rag_factory)
+
+
+def _writer_lock(config):
+    from ragopt.cache.redis_store import redis_client
+    from ragopt.distributed.lock import WriterLock
+
+    return WriterLock(redis_client("redis://127.0.0.1:1/0"), "kb", "node|1|x", config.writer_lease_s)  # connects lazily
 
 
 def _bucket_rate(rag, name):

@@ -8,8 +8,9 @@ read kinds, not "unknown"). Written against LightRAG 1.4.16's and RAG-Anything
 
 from __future__ import annotations
 
+import hashlib
 import re
-from typing import Optional, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 KINDS = (
     "extract", "glean", "summary", "keywords", "query",
@@ -52,3 +53,50 @@ def classify(prompt: str, system_prompt: Optional[str] = None) -> str:
     if _VLM_QUESTION_MARKER in prompt or (system_prompt and _RAG_SYSTEM_MARKER in system_prompt):
         return "query"
     return "other"
+
+
+# LightRAG's extraction prompt quotes its chunk between these fences (the first pair:
+# a system prompt's examples use them too); a gleaning prompt carries the extraction
+# prompt as its first user turn.
+_INPUT_TEXT = re.compile(r"<Input Text>\n```\n(.*?)\n```\s*<Output>", re.DOTALL)
+
+
+def extraction_input(prompt: str, history: Iterable[dict] = ()) -> Optional[str]:
+    """The chunk of text an extraction or gleaning prompt is about, or None for any other prompt."""
+    for text in (prompt, *(m.get("content") for m in history if m.get("role") == "user")):
+        match = _INPUT_TEXT.search(text) if isinstance(text, str) else None
+        if match:
+            return match.group(1)
+    return None
+
+
+def text_key(text: str) -> str:
+    """A short key of a chunk's text: the same for the chunk LightRAG stores and a prompt that quotes it.
+
+    Both sides go through LightRAG's own prompt sanitizer (LightRAG sends prompts
+    through it, stores chunks without it), so HTML entities and stray control
+    characters cannot tell them apart.
+    """
+    from lightrag.utils import sanitize_text_for_encoding
+
+    return hashlib.blake2b(sanitize_text_for_encoding(text).encode(), digest_size=12).hexdigest()
+
+
+RELATION_JOIN = "\x1f"  # between a relation's two (sorted) entity names in its key
+
+
+def extraction_keys(answer: str) -> List[str]:
+    """The graph keys an extraction or gleaning answer names, in LightRAG's record format: an entity's name,
+    or a relation's two names sorted and joined by ``RELATION_JOIN`` (LightRAG's graph is undirected). LightRAG
+    merges one description per chunk into each key; enough of them make it summarize (the planner counts them)."""
+    from lightrag.prompt import PROMPTS
+
+    delimiter = PROMPTS["DEFAULT_TUPLE_DELIMITER"]
+    keys = []
+    for line in answer.splitlines():
+        fields = [f.strip() for f in line.split(delimiter)]
+        if len(fields) >= 4 and fields[0].lower() == "entity" and fields[1]:
+            keys.append(fields[1])
+        elif len(fields) >= 5 and fields[0].lower() == "relation" and fields[1] and fields[2]:
+            keys.append(RELATION_JOIN.join(sorted(fields[1:3])))
+    return keys

@@ -14,6 +14,10 @@ complete entry and readers never see a partial one.
 Entries are pickles, and unpickling runs code, so a location that anyone but
 its owner can write to is refused (``UnsafeCacheLocation``).
 
+``ContentCache("redis://host:6379/0")`` keeps the entries in Redis instead
+(``ragopt.cache.redis_store``: JSON and raw image bytes, never pickles), so
+parse workers on any machine and the caller share one cache.
+
 Stats are counters of one ``ContentCache`` instance. A pickled copy (the one a
 worker process receives) starts from zero; send each copy's ``stats()`` back
 and fold them in with ``merge_stats``.
@@ -170,14 +174,26 @@ def _copy_atomically(source: Path, destination: Path) -> None:
     concurrency_safe_rename(temporary, str(destination))
 
 
+def is_redis_url(location: Any) -> bool:
+    return isinstance(location, str) and location.startswith(("redis://", "rediss://"))
+
+
 class ContentCache:
     """Parse cache keyed on file content, in the manner of ``joblib.Memory``.
 
     ``location=None`` disables it: every lookup misses, nothing is written,
     calls are still counted. ``size_limit_bytes`` and ``max_entries`` evict
     least recently used entries after each store; ``ttl_hours`` turns entries
-    stored longer ago than that into misses and removes them.
+    stored longer ago than that into misses and removes them. A ``redis://``
+    or ``rediss://`` location makes a ``RedisContentCache``.
     """
+
+    def __new__(cls, location: Any = None, *args: Any, **kwargs: Any) -> "ContentCache":
+        if cls is ContentCache and is_redis_url(location):
+            from ragopt.cache.redis_store import RedisContentCache
+
+            cls = RedisContentCache
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -186,18 +202,23 @@ class ContentCache:
         ttl_hours: float | None = None,
         max_entries: int | None = None,
     ):
-        self.location = None if location is None else Path(location).resolve()
+        self.location = None
         self.size_limit_bytes = size_limit_bytes
         self.ttl_hours = ttl_hours
         self.max_entries = max_entries
         for counter in _COUNTERS:
             setattr(self, counter, 0)
         self._store = None
-        if self.location is not None:
-            _create_private_dir(self.location)
-            _refuse_shared_location(self.location)
-            self._store = FileSystemStoreBackend()
-            self._store.configure(str(self.location), verbose=0)
+        if location is not None:
+            self._open(location)
+
+    def _open(self, location: str | os.PathLike) -> None:
+        """Set ``location`` and ``_store`` (a backend overrides this)."""
+        self.location = Path(location).resolve()
+        _create_private_dir(self.location)
+        _refuse_shared_location(self.location)
+        self._store = FileSystemStoreBackend()
+        self._store.configure(str(self.location), verbose=0)
 
     @classmethod
     def from_config(cls, config: Any, fallback_location: str | os.PathLike | None = None) -> "ContentCache":
@@ -360,21 +381,7 @@ class ContentCache:
         """Remove expired entries, then least recently used ones over the entry or size limit."""
         if self._store is None:
             return
-        items = sorted(self._store.get_items(), key=attrgetter("last_access"))
-        if self.ttl_hours is not None:
-            kept = []
-            for item in items:
-                try:
-                    stored_at = os.stat(Path(item.path) / _ENTRY_FILE).st_mtime
-                except OSError:  # still being written, or already gone
-                    kept.append(item)
-                    continue
-                if self._expired(stored_at):
-                    self._store.clear_location(item.path)
-                    self.expirations += 1
-                else:
-                    kept.append(item)
-            items = kept
+        items = sorted(self._unexpired_items(), key=attrgetter("last_access"))
         total, count = sum(item.size for item in items), len(items)
         for item in items:  # least recently used first
             over_bytes = self.size_limit_bytes is not None and total > self.size_limit_bytes
@@ -385,6 +392,25 @@ class ContentCache:
             total, count = total - item.size, count - 1
             self.evictions += 1
 
+    def _unexpired_items(self) -> list:
+        """The store's items, after removing (and counting) the expired ones."""
+        items = self._store.get_items()
+        if self.ttl_hours is None:
+            return items
+        kept = []
+        for item in items:
+            try:
+                stored_at = os.stat(Path(item.path) / _ENTRY_FILE).st_mtime
+            except OSError:  # still being written, or already gone
+                kept.append(item)
+                continue
+            if self._expired(stored_at):
+                self._store.clear_location(item.path)
+                self.expirations += 1
+            else:
+                kept.append(item)
+        return kept
+
     def clear(self) -> None:
         """Remove every entry."""
         if self._store is not None:
@@ -394,15 +420,20 @@ class ContentCache:
 
     def stats(self) -> dict:
         """This instance's counters plus the store's current entries and bytes."""
-        items = self._store.get_items() if self._store is not None else []
         lookups = self.hits + self.misses
         counters = {counter: getattr(self, counter) for counter in _COUNTERS}
+        entries, stored = self._store_size()
         return {
             **counters,
             "hit_rate": self.hits / lookups if lookups else 0.0,
-            "entries": len(items),
-            "bytes_stored": sum(item.size for item in items),
+            "entries": entries,
+            "bytes_stored": stored,
         }
+
+    def _store_size(self) -> tuple:
+        """(entries, bytes) in the store."""
+        items = self._store.get_items() if self._store is not None else []
+        return len(items), sum(item.size for item in items)
 
     def merge_stats(self, stats_dicts: Iterable[dict]) -> None:
         """Add other copies' counters (e.g. from worker processes) to this one.

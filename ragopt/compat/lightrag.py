@@ -31,6 +31,11 @@ def replace_flush_all(lightrag: Any, flush: Callable[..., Any]) -> None:
     lightrag._insert_done = flush
 
 
+def wrap_flush_all(lightrag: Any, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+    """Make LightRAG's end-of-document flush ``wrap(the flush it has now)`` (``_insert_done``)."""
+    lightrag._insert_done = wrap(lightrag._insert_done)
+
+
 def data_storages(lightrag: Any) -> List[Any]:
     """The storages ``_insert_done`` flushes before the document status (LightRAG's public attributes)."""
     storages = [

@@ -4,7 +4,8 @@ The offline parser, the chosen backends (``ragopt.backends.make_backends``)
 and the offline tokenizer; LightRAG's own settings stay at their defaults, so
 the unoptimized instance is RAG-Anything as shipped and its entry points run
 unchanged on top. ``optimized=True`` is the same instance passed through
-``ragopt.optimize``.
+``ragopt.optimize``. Either way LightRAG's storage files are written
+atomically (``ragopt.compat.storage_files``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ragopt.backends import parser as offline_parser
 from ragopt.backends.raganything_parser import register as register_offline_parser
 from ragopt.backends.tokenizer import offline_tokenizer
 from ragopt.compat.lightrag import openai_binding_retry
+from ragopt.compat.storage_files import protect_storage_files
 from ragopt.config import RagoptConfig
 from ragopt.ingest.optimize import optimize
 
@@ -63,6 +65,7 @@ def build_rag(
     """
     from raganything import RAGAnything, RAGAnythingConfig
 
+    protect_storage_files()  # crash safety, not an optimization: the baseline gets it too
     backends = backends or make_backends(config)
     working_dir = Path(working_dir)
     rag = RAGAnything(

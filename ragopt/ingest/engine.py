@@ -33,9 +33,11 @@ import pandas as pd
 from ragopt.aio import blocking
 from ragopt.cache.content_cache import ContentCache, file_sha256
 from ragopt.compat.raganything import ensure_initialized
+from ragopt.compat.storage_files import protect_storage_files
 from ragopt.config import RagoptConfig
 from ragopt.ingest.parse_pool import LocalParseExecutor, ParserSpec, parser_spec
 from ragopt.ingest.queue_driver import LightRAGQueue
+from ragopt.ingest.repair import InFlight, prepare_resume
 from ragopt.ingest.results import DOC_COLUMNS, IngestResult
 from ragopt.ingest.steps import fully_processed, insert_document
 from ragopt.ingest.versions import SourceVersions
@@ -102,6 +104,8 @@ class _Batch:
         # Each file hashed once: its document id, its cache key, and whether it replaces a previous version.
         digests = await ing.hash_files(self.paths)
         await ing.replace_previous_versions(digests)
+        # On disk before any of their text is queued: a kill from here on leaves them to ragopt.ingest.repair.
+        await ing.unconfirmed.mark(content_doc_id(d) for d in digests.values() if not isinstance(d, OSError))
         poller = asyncio.create_task(self.queue.poll())
         documents = []
         try:
@@ -168,7 +172,8 @@ class _Batch:
             leave_parse_stage()
             ing.cache_stats.append(stats)
             row.update(cache_hit=hit, parse_s=ing.clock() - row["started_s"])
-            ing.event("parse_complete", file_path=key, doc_id=doc_id, duration_seconds=row["parse_s"])
+            # cache_hit: whether ragopt's parse cache answered (a live view counts its hit rate from it)
+            ing.event("parse_complete", file_path=key, doc_id=doc_id, duration_seconds=row["parse_s"], cache_hit=hit)
 
             if ing.budget is not None:
                 row["_gated"] = True  # the run must not wait for a document the gate holds
@@ -189,9 +194,10 @@ class _Ingestion:
     """The state one ingest call shares across its batches."""
 
     def __init__(self, rag: Any, *, cache: ContentCache, spec: ParserSpec, budget: Any, executor: Any,
-                 in_flight: int, start_after: int, total: int, progress: bool,
+                 in_flight: int, start_after: int, total: int, progress: bool, unconfirmed: InFlight,
                  versions: Optional[SourceVersions] = None, remove_missing: bool = False):
         self.rag = rag
+        self.unconfirmed = unconfirmed
         self.versions = versions
         self.remove_missing = remove_missing
         self.versions_seen: List[tuple] = []  # (path, document id, digest) of the files now in the knowledge base
@@ -351,7 +357,9 @@ async def aingest(
     settings = IngestSettings.resolve(config, batch_size, batch_timeout_s, max_in_flight, parse_workers)
     paths = [Path(p) for p in paths]
     spec = parser_spec(rag, **parse_options)
+    protect_storage_files()  # before LightRAG opens its files
     await ensure_initialized(rag)
+    unconfirmed = await prepare_resume(rag)  # before LightRAG's first run would merge a half-merged document again
     cache = cache if cache is not None else ContentCache.from_config(config)
     if budget is None and settings.memory_budget_mb:
         budget = MemoryBudget(settings.memory_budget_mb)
@@ -360,7 +368,7 @@ async def aingest(
         executor=executor or LocalParseExecutor(settings.parse_workers),
         # No more can be queued than are in flight.
         start_after=min(start_after or rag.lightrag.max_parallel_insert, settings.in_flight),
-        total=len(paths), progress=progress,
+        total=len(paths), progress=progress, unconfirmed=unconfirmed,
         versions=await SourceVersions.open(rag) if replace_changed or remove_missing else None,
         remove_missing=remove_missing,
     )
@@ -371,6 +379,7 @@ async def aingest(
         size = settings.batch_size or max(1, len(paths))
         batches = [paths[i:i + size] for i in range(0, len(paths), size)]
         await ingestion.run(batches, settings.batch_timeout_s)
+        await unconfirmed.flush()  # the documents completed last are on disk, and off the in-flight list
     finally:
         if cleaner is not None:
             cleaner.cancel()

@@ -12,45 +12,100 @@ next batch larger.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from ragopt.ingest.registry import BEFORE_INIT, Optimization, Target, register_optimization
 
 IDLE_EXIT_S = 1.0
+QUERY, DOCUMENT = 0, 1  # the lanes: with queries_first, LightRAG's query embeddings are taken first
+# While queries are asked (one came within QUERIES_RECENT_S), a document batch holds at most this many
+# texts: a query never waits for a long batch (64 chunk texts took 25 s on a busy 2-core machine).
+BATCH_WHILE_QUERIED = 8
+QUERIES_RECENT_S = 2.0
+MEMO_ENTRIES = 1024  # query texts whose vectors are kept (RAG-Anything retrieves twice per question)
 
 
-def micro_batched(embed: Callable, max_batch: int = 64, max_wait_s: float = 0.02, stats: Dict[str, int] | None = None) -> Callable:
+class _Lanes:
+    """Requests waiting for the worker, in two lanes, each first come first served."""
+
+    def __init__(self) -> None:
+        self.lanes = (collections.deque(), collections.deque())
+        self.arrived = asyncio.Event()
+        self.last_query_at = float("-inf")
+
+    def put(self, item: Tuple[List[str], asyncio.Future], lane: int) -> None:
+        self.lanes[lane].append(item)
+        if lane == QUERY:
+            self.last_query_at = asyncio.get_running_loop().time()
+        self.arrived.set()
+
+    def queried(self) -> bool:
+        return asyncio.get_running_loop().time() - self.last_query_at < QUERIES_RECENT_S
+
+    def empty(self) -> bool:
+        return not any(self.lanes)
+
+    def first_lane(self) -> int:
+        return QUERY if self.lanes[QUERY] else DOCUMENT
+
+    async def wait(self, lane: Optional[int], timeout: float) -> bool:
+        """Whether a request is waiting in ``lane`` (None: either) within ``timeout`` seconds."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not (self.lanes[lane] if lane is not None else not self.empty()):
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return False
+            self.arrived.clear()
+            try:
+                await asyncio.wait_for(self.arrived.wait(), remaining)
+            except asyncio.TimeoutError:
+                return False
+        return True
+
+
+def micro_batched(embed: Callable, max_batch: int = 64, max_wait_s: float = 0.02, stats: Dict[str, int] | None = None,
+                  queries_first: bool = False, query_memo: bool = False) -> Callable:
     """A plain ``async def (texts) -> ndarray`` that coalesces concurrent calls to ``embed``.
 
     ``stats`` receives calls (requests), batches (calls to ``embed``) and texts.
+    Calls with ``context="query"`` are LightRAG's query embeddings:
+
+    - ``queries_first``: they form batches of their own, taken before waiting
+      document texts, and while queries are asked document batches stay small
+      (``BATCH_WHILE_QUERIED``), so a query waits for one short batch at most,
+      not for every document text queued ahead of it (``query_batches``,
+      ``query_wait_s``: seconds queries waited for their vectors);
+    - ``query_memo``: a query text's vector is kept (the last ``MEMO_ENTRIES``),
+      so the same text is encoded once (``query_memo_hits``); the vector of a
+      text never changes, so it cannot go stale.
     """
     stats = {} if stats is None else stats
-    workers: Dict[asyncio.AbstractEventLoop, Tuple[asyncio.Queue, asyncio.Task]] = {}
+    workers: Dict[asyncio.AbstractEventLoop, Tuple[_Lanes, asyncio.Task]] = {}
+    memo: "collections.OrderedDict[str, np.ndarray]" = collections.OrderedDict()
 
-    async def worker(queue: asyncio.Queue) -> None:
+    async def worker(lanes: _Lanes) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            try:
-                first = await asyncio.wait_for(queue.get(), IDLE_EXIT_S)
-            except asyncio.TimeoutError:
-                if queue.empty():  # no await between this check and the exit
+            if not await lanes.wait(None, IDLE_EXIT_S):
+                if lanes.empty():  # no await between this check and the exit
                     return
                 continue
-            batch: List[Tuple[List[str], asyncio.Future]] = [first]
+            lane = lanes.first_lane()
+            batch: List[Tuple[List[str], asyncio.Future]] = [lanes.lanes[lane].popleft()]
             size = len(batch[0][0])
-            deadline = asyncio.get_running_loop().time() + max_wait_s
-            while size < max_batch:
-                timeout = deadline - asyncio.get_running_loop().time()
-                if timeout <= 0 and queue.empty():
-                    break
-                try:
-                    item = queue.get_nowait() if timeout <= 0 else await asyncio.wait_for(queue.get(), timeout)
-                except asyncio.TimeoutError:
-                    break
+            deadline = loop.time() + max_wait_s
+            limit = min(max_batch, BATCH_WHILE_QUERIED) if lane == DOCUMENT and lanes.queried() else max_batch
+            # Up to limit texts of the same lane: what is there, and what arrives within max_wait_s.
+            while size < limit and (lanes.lanes[lane] or await lanes.wait(lane, deadline - loop.time())):
+                item = lanes.lanes[lane].popleft()
                 batch.append(item)
                 size += len(item[0])
+            if lane == QUERY:
+                stats["query_batches"] = stats.get("query_batches", 0) + 1
             await _encode(batch)
 
     async def _encode(batch: List[Tuple[List[str], asyncio.Future]]) -> None:
@@ -70,19 +125,33 @@ def micro_batched(embed: Callable, max_batch: int = 64, max_wait_s: float = 0.02
                 future.set_result(vectors[start:start + len(request)])
             start += len(request)
 
-    async def batched(texts: List[str], **_: Any) -> np.ndarray:
+    async def batched(texts: List[str], context: Optional[str] = None, **_: Any) -> np.ndarray:
         loop = asyncio.get_running_loop()
-        queue, task = workers.get(loop, (None, None))
+        lanes, task = workers.get(loop, (None, None))
         if task is None or task.done():
             # A worker per loop, gone when idle: a notebook may run several loops over time.
             for old in [old for old in workers if old.is_closed()]:
                 del workers[old]
-            queue = asyncio.Queue()
-            workers[loop] = (queue, loop.create_task(worker(queue)))
+            lanes = _Lanes()
+            workers[loop] = (lanes, loop.create_task(worker(lanes)))
         stats["calls"] = stats.get("calls", 0) + 1
+        query = context == "query"
+        if query and query_memo and texts and all(text in memo for text in texts):
+            stats["query_memo_hits"] = stats.get("query_memo_hits", 0) + 1
+            for text in texts:
+                memo.move_to_end(text)
+            return np.stack([memo[text] for text in texts])
         future = loop.create_future()
-        queue.put_nowait((list(texts), future))
-        return await future
+        asked = loop.time()
+        lanes.put((list(texts), future), QUERY if queries_first and query else DOCUMENT)
+        vectors = await future
+        if query:
+            stats["query_wait_s"] = stats.get("query_wait_s", 0.0) + loop.time() - asked
+            if query_memo:
+                memo.update(zip(texts, vectors))
+                while len(memo) > MEMO_ENTRIES:
+                    memo.popitem(last=False)
+        return vectors
 
     async def shutdown() -> None:
         """Stop this loop's worker now rather than after IDLE_EXIT_S (``release_rag``)."""
@@ -93,18 +162,27 @@ def micro_batched(embed: Callable, max_batch: int = 64, max_wait_s: float = 0.02
 
     batched.shutdown = shutdown
     batched.max_batch, batched.max_wait_s = max_batch, max_wait_s
+    batched.queries_first, batched.query_memo = queries_first, query_memo
     return batched
 
 
-def micro_batched_embedding(embedding_func: Any, max_batch: int = 64, max_wait_s: float = 0.02, stats: Dict[str, int] | None = None) -> Any:
-    """The same LightRAG ``EmbeddingFunc`` with its inner function micro-batched."""
-    return dataclasses.replace(embedding_func, func=micro_batched(embedding_func.func, max_batch, max_wait_s, stats))
+def micro_batched_embedding(embedding_func: Any, max_batch: int = 64, max_wait_s: float = 0.02, stats: Dict[str, int] | None = None,
+                            queries_first: bool = False, query_memo: bool = False) -> Any:
+    """The same LightRAG ``EmbeddingFunc`` with its inner function micro-batched.
+
+    With ``queries_first`` or ``query_memo`` it declares ``supports_asymmetric``,
+    so LightRAG hands the batcher each call's ``context`` (the model still gets texts only).
+    """
+    func = micro_batched(embedding_func.func, max_batch, max_wait_s, stats, queries_first, query_memo)
+    return dataclasses.replace(embedding_func, func=func,
+                               supports_asymmetric=embedding_func.supports_asymmetric or queries_first or query_memo)
 
 
 def _install(target: Target) -> None:
     config = target.config
     target.rag.embedding_func = micro_batched_embedding(
-        target.rag.embedding_func, config.embedding_batch_size, config.embedding_batch_wait_s, target.stats
+        target.rag.embedding_func, config.embedding_batch_size, config.embedding_batch_wait_s, target.stats,
+        queries_first=config.query_embeddings_first, query_memo=config.query_embedding_memo,
     )
 
 

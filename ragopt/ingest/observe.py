@@ -10,18 +10,23 @@ call on. Document events travel through RAG-Anything's own CallbackManager,
 which ``ragopt.ingest`` dispatches to as RAG-Anything's entry points do.
 
 A listener implements any of ``llm_call(start_ns, end_ns, info, error)``,
-``embedding_call(start_ns, end_ns, texts)``, ``flush(start_ns, end_ns,
-storage)`` and ``cache_lookup(cache, hit)``; ``info`` is what the backend
-reported through ``ragopt.backends.callinfo``.
+``embedding_call(start_ns, end_ns, texts, tokens)``, ``flush(start_ns, end_ns,
+storage)``, ``cache_lookup(cache, hit)``, ``llm_cache_hit(info)`` (what a hit
+of LightRAG's LLM cache saved: kind and tokens) and ``chunks_stored(chunks)``
+(text key -> doc_id, file_path of each chunk LightRAG stores); ``info`` is
+what the backend reported through ``ragopt.backends.callinfo``, plus where
+the call came from for per-document accounting (``_attribute``).
 """
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import time
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 from ragopt.backends import callinfo
+from ragopt.compat.lightrag import cached_llm_exchange
 from ragopt.compat.raganything import after_initialization, is_initialized, wrap_parse_cache_lookup
 
 
@@ -32,24 +37,58 @@ def _notify(listeners: List[Any], method: str, *args: Any) -> None:
             handler(*args)
 
 
+# (doc_id, file_path) of the document whose task is running: set at its parse_start and
+# text_insert_start events, which ragopt's engine and RAG-Anything dispatch from that task.
+current_document: contextvars.ContextVar[Optional[Tuple[Optional[str], Optional[str]]]] = contextvars.ContextVar(
+    "ragopt_current_document", default=None)
+# RAG-Anything calls its multimodal prompts from the document's own task; LightRAG runs
+# extraction and summaries on its queue's worker tasks, whose context is some other one's.
+_KINDS_IN_DOCUMENT_TASK = frozenset({"image", "table", "equation", "modal"})
+
+
+def _request(args: tuple, kwargs: dict) -> Tuple[Optional[str], list, str]:
+    """(system prompt, history, prompt) of an LLM call, in either calling convention."""
+    from ragopt.backends.llm_sim import split_messages
+
+    if kwargs.get("messages"):
+        system_prompt, history, prompt, _ = split_messages(kwargs["messages"])
+        return system_prompt, history, prompt
+    prompt = args[0] if args else kwargs.get("prompt", "")
+    return kwargs.get("system_prompt"), kwargs.get("history_messages") or [], prompt or ""
+
+
 def _fill_in(info: dict, args: tuple, kwargs: dict, answer: Any) -> None:
     """What a backend did not report: the prompt's kind, and tokens counted with the offline tokenizer."""
     if "kind" in info and "prompt_tokens" in info:
         return
-    from ragopt.backends.llm_sim import split_messages
     from ragopt.backends.prompt_kinds import classify
     from ragopt.backends.tokenizer import count_tokens
 
-    if kwargs.get("messages"):
-        system_prompt, history, prompt, _ = split_messages(kwargs["messages"])
-    else:
-        prompt = args[0] if args else kwargs.get("prompt", "")
-        system_prompt, history = kwargs.get("system_prompt"), kwargs.get("history_messages") or []
+    system_prompt, history, prompt = _request(args, kwargs)
     info.setdefault("kind", classify(prompt or "", system_prompt))
     if "prompt_tokens" not in info:
         sent = "".join([system_prompt or "", prompt or ""] + [str(m.get("content", "")) for m in history])
         info.update(prompt_tokens=count_tokens(sent), token_source="tokenizer",
                     completion_tokens=count_tokens(answer) if isinstance(answer, str) else 0)
+
+
+def _attribute(info: dict, args: tuple, kwargs: dict, document: Optional[Tuple[Optional[str], Optional[str]]],
+               answer: Any) -> None:
+    """Where the call came from: the chunk an extraction or gleaning quotes (``chunk``: its text key,
+    resolved to a document by ``chunks_stored``), or the document whose task made a multimodal call;
+    and for an extraction, the graph keys its answer names (``graph_keys``: what merges will grow)."""
+    from ragopt.backends.prompt_kinds import extraction_input, extraction_keys, text_key
+
+    if info.get("kind") in ("extract", "glean"):
+        _, history, prompt = _request(args, kwargs)
+        text = extraction_input(prompt, history)
+        if text is not None:
+            info.setdefault("chunk", text_key(text))
+        if isinstance(answer, str):
+            info.setdefault("graph_keys", extraction_keys(answer))
+    elif info.get("kind") in _KINDS_IN_DOCUMENT_TASK and document is not None:
+        info.setdefault("doc_id", document[0])
+        info.setdefault("file", document[1])
 
 
 def observed_llm(func: Callable, listeners: List[Any]) -> Callable:
@@ -59,6 +98,7 @@ def observed_llm(func: Callable, listeners: List[Any]) -> Callable:
         if not listeners:
             return await func(*args, **kwargs)
         info: dict = {}
+        document = current_document.get()
         token = callinfo.current_call.set(info)
         start_ns, error, answer = time.perf_counter_ns(), None, None
         try:
@@ -70,6 +110,7 @@ def observed_llm(func: Callable, listeners: List[Any]) -> Callable:
         finally:
             callinfo.current_call.reset(token)
             _fill_in(info, args, kwargs, answer)
+            _attribute(info, args, kwargs, document, answer)
             _notify(listeners, "llm_call", start_ns, time.perf_counter_ns(), info, error)
 
     return observed
@@ -84,7 +125,12 @@ def observed_embedding(embedding_func: Any, listeners: List[Any]) -> Any:
         try:
             return await inner(texts, *args, **kwargs)
         finally:
-            _notify(listeners, "embedding_call", start_ns, time.perf_counter_ns(), len(texts))
+            end_ns = time.perf_counter_ns()
+            if listeners:
+                from ragopt.backends.tokenizer import count_tokens
+
+                # Tokens in, for the ledger's embedding cost (a local model's texts are counted all the same).
+                _notify(listeners, "embedding_call", start_ns, end_ns, len(texts), sum(count_tokens(t) for t in texts))
 
     return dataclasses.replace(embedding_func, func=observed)
 
@@ -98,6 +144,7 @@ class Observation:
         if rag.vision_model_func is not None:
             rag.vision_model_func = observed_llm(rag.vision_model_func, self.listeners)
         rag.embedding_func = observed_embedding(rag.embedding_func, self.listeners)
+        rag.callback_manager.register(_document_callback())
         after_initialization(rag, lambda: self._observe_storages(rag))
 
     def add(self, listener: Any) -> None:
@@ -115,8 +162,9 @@ class Observation:
         for storage in {id(s): s for h in holders for s in h.values() if isinstance(s, StorageNameSpace)}.values():
             self._time_flushes(storage)
         cache = rag.lightrag.llm_response_cache
-        cache.get_by_id = self._counting(cache.get_by_id, "llm_cache")
+        cache.get_by_id = self._valuing_hits(self._counting(cache.get_by_id, "llm_cache"))
         wrap_parse_cache_lookup(rag, lambda lookup: self._counting(lookup, "raganything_parse_cache"))
+        self._telling_chunks(rag.lightrag.text_chunks)
 
     def _time_flushes(self, storage: Any) -> None:
         flush, name = storage.index_done_callback, getattr(storage, "namespace", type(storage).__name__)
@@ -140,6 +188,56 @@ class Observation:
             return result
 
         return counted
+
+    def _valuing_hits(self, lookup: Callable) -> Callable:
+        """Tell ``llm_cache_hit`` listeners what each hit saved: the prompt's kind and its tokens in and out."""
+        listeners = self.listeners
+
+        async def valued(*args: Any, **kwargs: Any):
+            entry = await lookup(*args, **kwargs)
+            if entry is not None and listeners:
+                from ragopt.backends.prompt_kinds import classify, extraction_input, text_key
+                from ragopt.backends.tokenizer import count_tokens
+
+                prompt, answer = cached_llm_exchange(entry)  # the user prompt first, then system prompt and history
+                info = {"kind": classify(prompt), "prompt_tokens": count_tokens(prompt),
+                        "completion_tokens": count_tokens(answer), "token_source": "tokenizer"}
+                text = extraction_input(prompt) if info["kind"] == "extract" else None
+                if text is not None:
+                    info["chunk"] = text_key(text)
+                _notify(listeners, "llm_cache_hit", info)
+            return entry
+
+        return valued
+
+    def _telling_chunks(self, text_chunks: Any) -> None:
+        """Tell ``chunks_stored`` listeners which document each stored chunk belongs to (``full_doc_id``)."""
+        upsert, listeners = text_chunks.upsert, self.listeners
+
+        async def upsert_and_tell(data: dict, *args: Any, **kwargs: Any):
+            if listeners:
+                from ragopt.backends.prompt_kinds import text_key
+
+                chunks = {text_key(record["content"]): {"doc_id": record.get("full_doc_id"), "file_path": record.get("file_path")}
+                          for record in data.values() if isinstance(record, dict) and record.get("content")}
+                _notify(listeners, "chunks_stored", chunks)
+            return await upsert(data, *args, **kwargs)
+
+        text_chunks.upsert = upsert_and_tell
+
+
+def _document_callback() -> Any:
+    """A RAG-Anything callback that sets ``current_document`` in the task dispatching a document's events."""
+    from raganything.callbacks import ProcessingCallback
+
+    class DocumentContext(ProcessingCallback):
+        def on_parse_start(self, file_path: Any = None, doc_id: Optional[str] = None, **_: Any) -> None:
+            current_document.set((doc_id, None if file_path is None else str(file_path)))
+
+        def on_text_insert_start(self, file_path: Any = None, doc_id: Optional[str] = None, **_: Any) -> None:
+            current_document.set((doc_id, None if file_path is None else str(file_path)))
+
+    return DocumentContext()
 
 
 def observation(rag: Any) -> Observation:

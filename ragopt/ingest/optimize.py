@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, Iterable, Optional
 
 from ragopt.backends import DEFAULT_ENDPOINT_SLOTS
 from ragopt.compat.raganything import after_initialization, is_initialized
+from ragopt.compat.storage_files import protect_storage_files
 from ragopt.config import RagoptConfig
 from ragopt.ingest.observe import observation
 from ragopt.ingest.registry import BEFORE_INIT, Target, optimizations
@@ -58,6 +59,7 @@ def optimize(
     those in flight.
     """
     config = config or RagoptConfig.from_env()
+    protect_storage_files()  # whatever is switched on: atomic storage files, clear errors on a corrupt one
     registry = optimizations()
     unknown = set(exclude) - set(registry)
     if unknown:

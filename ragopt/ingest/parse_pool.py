@@ -18,6 +18,7 @@ is oversubscribed. ``workers`` overrides either.
 
 from __future__ import annotations
 
+import atexit
 import gc
 import importlib
 import multiprocessing
@@ -31,6 +32,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from ragopt.backends import parser as offline_parser
 from ragopt.cache.content_cache import ContentCache
 from ragopt.resources.heap import trim_free_heap
+from ragopt.resources.lifeline import lifeline
 
 GPU_PARSERS = frozenset({"mineru", "docling", "paddleocr"})
 RECYCLE_AFTER_FILES = 1000
@@ -253,8 +255,8 @@ def parse_pool(spec: ParserSpec, workers: Optional[int] = None) -> ProcessPoolEx
         if pool is not None:
             pool.shutdown(wait=False)
         context = multiprocessing.get_context("spawn")
-        pinning = {"initializer": _pin_gpu, "initargs": (gpus, context.Value("i", 0))} if gpus else {}
-        pool, files = ProcessPoolExecutor(max_workers=size, mp_context=context, **pinning), 0
+        pinning = (_pin_gpu, (gpus, context.Value("i", 0))) if gpus else (None, ())
+        pool, files = ProcessPoolExecutor(max_workers=size, mp_context=context, **lifeline(*pinning)), 0
     _pools[key] = (pool, files + 1)
     return pool
 
@@ -264,6 +266,11 @@ def release_parse_pools() -> None:
     while _pools:
         pool, _ = _pools.popitem()[1]
         pool.shutdown(wait=False)
+
+
+# A pool still referenced when the interpreter tears its modules down is collected after
+# concurrent.futures' own globals are gone ("Exception ignored in ... weakref_cb").
+atexit.register(release_parse_pools)
 
 
 class LocalParseExecutor:

@@ -67,6 +67,7 @@ _BUILTIN_MODULES = (
     "ragopt.ingest.retry",
     "ragopt.ingest.microbatch",
     "ragopt.ingest.flushes",
+    "ragopt.ingest.query_cache",  # before write-behind: a vector write counts when it reaches the storage
     "ragopt.ingest.writebehind",
 )
 

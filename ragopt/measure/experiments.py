@@ -9,6 +9,7 @@ RSS and leaks of one run never colour the next.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from ragopt.compat.raganything import ensure_initialized
 from ragopt.config import RagoptConfig
 from ragopt.ingest.build import RAG_WORKERS, SUPPORTED_EXTENSIONS, build_rag
 from ragopt.ingest.release import arelease_rag
+from ragopt.measure.live import LiveMetrics, published
 from ragopt.measure.recorder import Recorder
 from ragopt.measure.run import Run
 from ragopt.measure.workloads import corpus_files
@@ -88,6 +90,22 @@ async def _run_entry_point(rag: Any, mode: str, corpus: Path, config: RagoptConf
     return {}
 
 
+async def _measured(rag: Any, mode: str, corpus: Path, config: RagoptConfig, recorder: Recorder,
+                    live: Optional[LiveMetrics], publisher: Any, **meta: Any) -> Run:
+    """One profiled ingestion by an initialized-or-not ``rag``: the clock runs from the first document
+    to the last; ``meta`` goes into the run record."""
+    await ensure_initialized(rag)
+    recorder.start()
+    details: Dict[str, Any] = {}
+    try:
+        with contextlib.nullcontext() if live is None else published(rag, publisher, live.attach(rag)):
+            details = await _run_entry_point(rag, mode, corpus, config, recorder)
+    finally:
+        run = recorder.stop(mode=mode, corpus=str(corpus), working_dir=str(rag.working_dir), config=config.to_dict(),
+                            details=details, **meta)
+    return run
+
+
 async def aprofile(
     mode: str,
     corpus: str | Path,
@@ -95,14 +113,16 @@ async def aprofile(
     working_dir: Optional[str | Path] = None,
     backends: Optional[Backends] = None,
     label: Optional[str] = None,
+    publisher: Any = None,
 ) -> Run:
-    """Profile one ingestion of ``corpus`` under ``mode``.
+    """Profile one ingestion of ``corpus`` under ``mode``, on ragopt's embedded stack.
 
     ``rag_batch``: RAG-Anything's ``process_documents_with_rag_batch``;
     ``rag_folder``: its ``process_folder_complete(max_workers=4)``, as shipped;
     ``rag_folder_tuned``: the same with LightRAG tuned as a careful user would
     (``tuned_baseline_settings``);
     ``ragopt``: ``ragopt.ingest`` with the optimizations ``config`` switches on.
+    ``publisher`` (``ragopt.measure.live``): the run's live numbers are published to it while it runs.
     """
     config = config or RagoptConfig.from_env()
     corpus = Path(corpus)
@@ -112,27 +132,57 @@ async def aprofile(
     tuned = tuned_baseline_settings(backends.slots) if mode == "rag_folder_tuned" else None
     rag = build_rag(config, working_dir, backends, recorder, lightrag_kwargs=tuned, optimized=mode == "ragopt")
     await backends.embedding_func.func(["warm-up"])  # model loading is set-up, not ingestion
-    await ensure_initialized(rag)
-    recorder.start()
-    details: Dict[str, Any] = {}
+    live = None if publisher is None else LiveMetrics(
+        label or mode, slots=backends.slots, simulated=backends.simulated, backend=backends.description,
+        simulator=backends.simulator, stats=getattr(rag, "ragopt_stats", None))
     try:
-        details = await _run_entry_point(rag, mode, corpus, config, recorder)
+        return await _measured(rag, mode, corpus, config, recorder, live, publisher, backend=backends.description,
+                               simulated=backends.simulated,
+                               simulator=backends.simulator.counters() if backends.simulator is not None else None)
     finally:
-        run = recorder.stop(
-            mode=mode,
-            corpus=str(corpus),
-            working_dir=str(working_dir),
-            backend=backends.description,
-            simulated=backends.simulated,
-            simulator=backends.simulator.counters() if backends.simulator is not None else None,
-            config=config.to_dict(),
-            details=details,
-        )
         await arelease_rag(rag)
-    return run
 
 
 profile = blocking(aprofile)
+
+
+async def aprofile_rag(
+    rag: Any,
+    corpus: str | Path,
+    mode: str = "rag_folder",
+    config: Optional[RagoptConfig] = None,
+    slots: Optional[int] = None,
+    label: Optional[str] = None,
+    simulated: Optional[bool] = None,
+    publisher: Any = None,
+) -> Run:
+    """Profile one ingestion of ``corpus`` by a RAGAnything the user built (their parser, models, storages).
+
+    ``mode``: ``rag_folder`` (its ``process_folder_complete``), ``rag_batch``,
+    or ``ragopt`` (``ragopt.ingest``; pass the rag through ``ragopt.optimize``
+    first). Use a rag that has not ingested yet. ``slots``: the endpoint's K
+    (default MAX_CONCURRENT_PROCESSING), the limit the run is measured against.
+    ``simulated``: whether its LLM is ragopt's simulator; by default, whether
+    the calls reported the simulator's token counts. The rag stays open, for
+    queries; ``ragopt.release_rag`` it after.
+    """
+    config = config or RagoptConfig.from_env()
+    slots = slots or config.max_concurrent_processing
+    if slots is None:
+        raise ValueError("give slots=K, the endpoint's concurrent requests, or set MAX_CONCURRENT_PROCESSING")
+    await rag.embedding_func.func(["warm-up"])  # loading the user's embedding model is set-up, not ingestion
+    recorder = Recorder(slots=slots, label=label or mode, sample_interval_s=config.sample_interval_s).attach(rag)
+    live = None if publisher is None else LiveMetrics(label or mode, slots=slots, simulated=simulated,
+                                                       backend="the rag's own models", stats=getattr(rag, "ragopt_stats", None))
+    try:
+        run = await _measured(rag, mode, Path(corpus), config, recorder, live, publisher, backend="the rag's own models")
+    finally:
+        recorder.detach(rag)
+    run.meta["simulated"] = simulated if simulated is not None else bool((run.llm_calls["token_source"] == "simulator").any())
+    return run
+
+
+profile_rag = blocking(aprofile_rag)
 
 
 def run_isolated(mode: str, corpus: str | Path, out: str | Path, config: Optional[RagoptConfig] = None,

@@ -64,7 +64,8 @@ class Recorder:
         self.label = label
         self.meta: Dict[str, Any] = dict(meta or {})
         self._lock = threading.Lock()
-        self._rows: Dict[str, List[dict]] = {"llm": [], "embed": [], "flush": [], "event": []}
+        self._rows: Dict[str, List[dict]] = {"llm": [], "embed": [], "flush": [], "event": [], "cache_hit": []}
+        self._chunks: Dict[str, dict] = {}  # text key -> the document LightRAG stored the chunk for
         self._counts: Dict[str, int] = {}
         self._callbacks: Dict[int, Any] = {}
         self.caches: Dict[str, Dict[str, Any]] = {}
@@ -133,6 +134,14 @@ class Recorder:
             self._t0 = time.perf_counter()
         return ns / 1e9 - self._t0
 
+    def _source(self, info: Dict[str, Any]) -> Dict[str, Any]:
+        """The call's document: as reported, else that of the chunk it quotes, looked up now (LightRAG stores a
+        chunk before extracting from it), so a text ingested twice names each time the document it came in."""
+        with self._lock:
+            chunk = self._chunks.get(info.get("chunk")) or {}
+        return {"doc_id": info.get("doc_id") or chunk.get("doc_id"), "file": info.get("file") or chunk.get("file_path"),
+                "chunk": info.get("chunk")}
+
     def llm_call(self, start_ns: int, end_ns: int, info: Dict[str, Any], error: Optional[BaseException]) -> None:
         latency_ns = end_ns - start_ns
         start = self._since_start(start_ns)
@@ -152,13 +161,24 @@ class Recorder:
             "outcome": info.get("outcome", "ok" if error is None else type(error).__name__),
             "prompt_tokens": info.get("prompt_tokens"),
             "completion_tokens": info.get("completion_tokens"),
+            "cached_prompt_tokens": info.get("cached_prompt_tokens"),
             "token_source": info.get("token_source"),
             "error": None if error is None else f"{type(error).__name__}: {error}",
+            **self._source(info),
+            "graph_keys": info.get("graph_keys"),
         })
 
-    def embedding_call(self, start_ns: int, end_ns: int, texts: int) -> None:
+    def embedding_call(self, start_ns: int, end_ns: int, texts: int, tokens: Optional[int] = None) -> None:
         start, end = self._since_start(start_ns), self._since_start(end_ns)
-        self._add("embed", {"start_s": start, "end_s": end, "duration_s": end - start, "texts": texts})
+        self._add("embed", {"start_s": start, "end_s": end, "duration_s": end - start, "texts": texts, "tokens": tokens})
+
+    def llm_cache_hit(self, info: Dict[str, Any]) -> None:
+        self._add("cache_hit", {"t_s": self.now(), **{k: info.get(k) for k in ("kind", "prompt_tokens", "completion_tokens",
+                                                                                "token_source")}, **self._source(info)})
+
+    def chunks_stored(self, chunks: Dict[str, dict]) -> None:
+        with self._lock:
+            self._chunks.update(chunks)
 
     def flush(self, start_ns: int, end_ns: int, storage: str) -> None:
         start, end = self._since_start(start_ns), self._since_start(end_ns)
@@ -200,6 +220,7 @@ class Recorder:
             for key, value in self._counts.items():
                 cache, stat = key.split(".", 1)
                 caches.setdefault(cache, {})[stat] = value
-            frames = run_frames(self._rows["llm"], self._rows["embed"], self._rows["flush"], self._rows["event"])
+            frames = run_frames(self._rows["llm"], self._rows["embed"], self._rows["flush"], self._rows["event"],
+                                self._rows["cache_hit"], self._chunks)
         meta = {**environment_meta(), **self.meta, "label": self.label, "slots": self.slots, "wall_s": self._wall_s}
         return Run(meta=meta, resources=self._monitor.frame(), caches=caches, **frames)

@@ -32,8 +32,13 @@ EXTRACT_KINDS = {"extract", "glean"}
 MULTIMODAL_KINDS = {"table", "image", "equation", "modal", "vision"}
 LLM_COLUMNS = (
     "start_s", "end_s", "latency_s", "service_ns", "queue_wait_ns", "planned_ns", "answer_wait_ns", "granted_s", "released_s", "kind",
-    "outcome", "prompt_tokens", "completion_tokens", "token_source", "error",
+    "outcome", "prompt_tokens", "completion_tokens", "cached_prompt_tokens", "token_source", "error",
+    "doc_id", "file", "chunk",  # where the call came from (ragopt.ingest.observe); chunk: the text key it quotes
+    "graph_keys",  # the entities and relations an extraction's answer names
 )
+EMBEDDING_COLUMNS = ["start_s", "end_s", "duration_s", "texts", "tokens"]
+# LightRAG LLM-cache hits: calls that never reached the model, valued by the tokens they saved.
+CACHE_HIT_COLUMNS = ["t_s", "kind", "prompt_tokens", "completion_tokens", "token_source", "doc_id", "file", "chunk"]
 EVENT_COLUMNS = ["t_s", "event", "file_path", "doc_id", "stage", "duration_s", "error"]
 LIMIT_FROM_PLAN = "simulator plan"
 LIMIT_FROM_BUSY = "measured busy"
@@ -124,6 +129,7 @@ class Run:
     events: pd.DataFrame
     resources: pd.DataFrame
     caches: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    llm_cache_hits: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CACHE_HIT_COLUMNS))
 
     @property
     def label(self) -> str:
@@ -226,13 +232,20 @@ class Run:
             "raganything_parse_cache_hits": self.caches.get("raganything_parse_cache", {}).get("hits", 0),
         }
 
+    def ledger(self, prices: Any = None) -> Any:
+        """Tokens and cost of every call, by document, stage and kind (``ragopt.measure.ledger.Ledger``);
+        ``prices``: a ``Prices`` table, a file, or None for RAGOPT_PRICES (a missing price shows "no price")."""
+        from ragopt.measure.ledger import Ledger
+
+        return Ledger.of(self, prices)
+
     def summary_frame(self) -> pd.DataFrame:
         summary = self.summary()
         summary["llm_calls_by_kind"] = json.dumps(summary["llm_calls_by_kind"])
         return pd.DataFrame({"metric": list(summary), "value": list(summary.values())})
 
     # -- run record -------------------------------------------------------------
-    _FRAMES = ("docs", "llm_calls", "embedding_calls", "flushes", "events", "resources")
+    _FRAMES = ("docs", "llm_calls", "embedding_calls", "flushes", "events", "resources", "llm_cache_hits")
 
     def to_json(self, path: str | Path) -> Path:
         record = {
@@ -240,6 +253,7 @@ class Run:
             "meta": self.meta,
             "summary": self.summary(),
             "caches": self.caches,
+            "ledger": self.ledger().record(),
             **{name: json.loads(getattr(self, name).to_json(orient="split", index=False)) for name in self._FRAMES},
         }
         path = Path(path)
@@ -251,23 +265,40 @@ class Run:
     def from_json(cls, path: str | Path) -> "Run":
         record = json.loads(Path(path).read_text())
         frames = {
-            name: pd.DataFrame(record[name]["data"], columns=record[name]["columns"]) for name in cls._FRAMES
+            name: pd.DataFrame(record[name]["data"], columns=record[name]["columns"]) for name in cls._FRAMES if name in record
         }
+        # A record written before a table or column existed reads it as empty.
+        frames["llm_calls"] = frames["llm_calls"].reindex(columns=list(LLM_COLUMNS))
+        frames["embedding_calls"] = frames["embedding_calls"].reindex(columns=EMBEDDING_COLUMNS)
         frames["llm_calls"] = frames["llm_calls"].astype({"service_ns": "int64", "queue_wait_ns": "int64", "planned_ns": "Int64", "answer_wait_ns": "Int64"})
         return cls(meta=record["meta"], caches=record.get("caches", {}), **frames)
 
 
-def run_frames(llm: List[dict], embed: List[dict], flushes: List[dict], events: List[dict]) -> Dict[str, pd.DataFrame]:
-    """The Run's tables from the Recorder's rows, with stable columns and dtypes."""
+def run_frames(llm: List[dict], embed: List[dict], flushes: List[dict], events: List[dict],
+               cache_hits: List[dict] = (), chunks: Optional[Dict[str, dict]] = None) -> Dict[str, pd.DataFrame]:
+    """The Run's tables from the Recorder's rows, with stable columns and dtypes.
+
+    ``chunks`` (text key -> doc_id, file_path, as LightRAG stored them) gives
+    each extraction call and cache hit that quotes a chunk its document.
+    """
     events_frame = pd.DataFrame(events, columns=EVENT_COLUMNS)
     return {
         "docs": docs_from_events(events_frame),
-        "llm_calls": pd.DataFrame(llm, columns=list(LLM_COLUMNS)).astype(
+        "llm_calls": _chunk_documents(pd.DataFrame(llm, columns=list(LLM_COLUMNS)), chunks or {}).astype(
             {"service_ns": "int64", "queue_wait_ns": "int64", "planned_ns": "Int64", "answer_wait_ns": "Int64"}),
-        "embedding_calls": pd.DataFrame(embed, columns=["start_s", "end_s", "duration_s", "texts"]),
+        "embedding_calls": pd.DataFrame(embed, columns=EMBEDDING_COLUMNS),
         "flushes": pd.DataFrame(flushes, columns=["start_s", "end_s", "duration_s", "storage"]),
         "events": events_frame,
+        "llm_cache_hits": _chunk_documents(pd.DataFrame(list(cache_hits), columns=CACHE_HIT_COLUMNS), chunks or {}),
     }
+
+
+def _chunk_documents(calls: pd.DataFrame, chunks: Dict[str, dict]) -> pd.DataFrame:
+    """Fill doc_id and file of the rows whose chunk LightRAG stored."""
+    for column, field_name in (("doc_id", "doc_id"), ("file", "file_path")):
+        known = calls["chunk"].map(lambda key: (chunks.get(key) or {}).get(field_name) if isinstance(key, str) else None)
+        calls[column] = calls[column].where(calls[column].notna(), known)
+    return calls
 
 
 def _json_default(value: Any) -> Any:

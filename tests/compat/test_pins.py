@@ -140,3 +140,134 @@ def test_merge_lock_keys_follow_the_workspace_graphdb_convention():
     source = inspect.getsource(operate)
     assert 'namespace = f"{workspace}:GraphDB" if workspace else "GraphDB"' in source, (
         "_drop_idle_merge_locks forgets keys named <workspace>:GraphDB:<entity>")
+
+
+def test_cached_llm_exchange_reads_what_save_to_cache_stores():
+    """cached_llm_exchange values an LLM-cache hit from the entry LightRAG's save_to_cache writes."""
+    from lightrag.utils import CacheData, save_to_cache
+
+    class Store:  # the two methods save_to_cache uses
+        def __init__(self):
+            self.data = {}
+
+        async def get_by_id(self, key):
+            return self.data.get(key)
+
+        async def upsert(self, entries):
+            self.data.update(entries)
+
+    store = Store()
+    asyncio.run(save_to_cache(store, CacheData(args_hash="h", content="the answer", prompt="the prompt", cache_type="extract")))
+    (entry,) = store.data.values()
+    assert lightrag_compat.cached_llm_exchange(entry) == ("the prompt", "the answer")
+
+
+# -- ragopt.compat.queries -------------------------------------------------------------
+
+
+def test_query_answers_go_through_operates_own_cache_globals():
+    """rekey_query_answers replaces lightrag.operate.handle_cache / save_to_cache; kg_query and naive_query use them."""
+    import lightrag.operate as operate
+    import lightrag.utils as utils
+
+    from ragopt.compat import queries
+
+    # Pinned on LightRAG's own functions (the module globals may already be ragopt's wrappers).
+    assert parameters(utils.handle_cache) == ["hashing_kv", "args_hash", "prompt", "mode", "cache_type"]
+    assert parameters(utils.save_to_cache) == ["hashing_kv", "cache_data"]
+    assert {"args_hash", "cache_type"} <= {f.name for f in dataclasses.fields(utils.CacheData)}
+    for query in (operate.kg_query, operate.naive_query):
+        source = inspect.getsource(query)
+        assert "await handle_cache(" in source and f'cache_type="{queries.QUERY_CACHE_TYPE}"' in source, query.__name__
+        assert "await save_to_cache(" in source, query.__name__
+    # Extraction and summaries keep LightRAG's keys: they call utils' own handle_cache.
+    assert "handle_cache(" in inspect.getsource(utils.use_llm_func_with_cache)
+
+
+def test_aquery_runs_through_the_instances_aquery_llm():
+    source = inspect.getsource(LightRAG.aquery)
+    assert "await self.aquery_llm(" in source, "ragopt.compat.queries.around_queries wraps aquery_llm on the instance"
+
+
+def test_the_multimodal_query_cache_key_comes_from_one_method():
+    from raganything.query import QueryMixin
+
+    assert parameters(RAGAnything._generate_multimodal_cache_key)[:4] == ["self", "query", "multimodal_content", "mode"]
+    source = inspect.getsource(QueryMixin.aquery_with_multimodal)
+    assert source.count("self._generate_multimodal_cache_key(") == 1, "rekey_multimodal_queries wraps it on the instance"
+
+
+def test_query_embeddings_say_they_are_for_a_query():
+    """The micro-batcher's query lane (queries_first) tells query embeddings by LightRAG's context="query"."""
+    import lightrag.kg.nano_vector_db_impl as nano
+    import lightrag.operate as operate
+
+    assert 'context="query"' in inspect.getsource(operate._perform_kg_search)
+    assert 'context="query"' in inspect.getsource(nano.NanoVectorDBStorage.query)
+    assert 'context="document"' in inspect.getsource(nano.NanoVectorDBStorage.upsert)
+
+
+# -- ragopt.compat.storage_files and ragopt.ingest.repair -------------------------------
+# Pinned on LightRAG's source (the live names may already be ragopt's replacements).
+
+
+def test_json_storages_write_and_load_through_utils_functions_imported_by_name():
+    """protect_storage_files replaces write_json/load_json in lightrag.utils and in both JSON storage modules."""
+    import lightrag.kg.json_doc_status_impl as doc_status
+    import lightrag.kg.json_kv_impl as kv
+    import lightrag.utils as utils
+
+    source = inspect.getsource(utils)
+    assert "def write_json(json_obj, file_name):" in source and "def load_json(file_name):" in source
+    assert "return True  # Sanitization applied" in source, "_write_json keeps the bool contract: True means reload"
+    for module in (kv, doc_status):
+        module_source = inspect.getsource(module)
+        assert "load_json,\n" in module_source and "write_json,\n" in module_source, module.__name__
+        assert "needs_reload = write_json(data_dict, self._file_name)" in module_source, module.__name__
+        assert "load_json(self._file_name)" in module_source, module.__name__
+
+
+def test_the_graph_is_written_and_read_through_networkx_storage_staticmethods():
+    import lightrag.kg.networkx_impl as networkx_impl
+
+    source = inspect.getsource(networkx_impl)
+    assert 'def write_nx_graph(graph: nx.Graph, file_name, workspace="_"):' in source
+    assert "def load_nx_graph(file_name) -> nx.Graph:" in source
+    assert "NetworkXStorage.write_nx_graph(\n" in source, "called through the class: a class attribute replaces it"
+    assert source.count("NetworkXStorage.load_nx_graph(") >= 2  # the constructor and the reload
+
+
+def test_nano_vectordb_saves_its_private_storage_dict_and_loads_through_a_module_function():
+    import lightrag.kg.nano_vector_db_impl as nano
+    import nano_vectordb.dbs as dbs
+
+    source = inspect.getsource(dbs)
+    assert "def save(self):" in source and 'array_to_buffer_string(self.__storage["matrix"])' in source
+    assert "storage: DataBase = load_storage(self.storage_file)" in source, "a module global: dbs.load_storage replaces it"
+    assert "def load_storage(file_name)" in source
+    assert "self._client.save()" in inspect.getsource(nano)
+
+
+def test_faiss_storage_saves_and_loads_through_two_methods_and_swallows_load_errors():
+    faiss_impl = pytest.importorskip("lightrag.kg.faiss_impl")
+    source = inspect.getsource(faiss_impl)
+    for needed in ("def _save_faiss_index(self):", "self._save_faiss_index()", "def _load_faiss_index(self):",
+                   "self._load_faiss_index()", "self._faiss_index_file = ", "self._meta_file = ", "self._id_to_meta",
+                   "faiss.write_index(self._index, self._faiss_index_file)"):
+        assert needed in source, f"ragopt.compat.storage_files relies on {needed!r}"
+    assert "Starting with an empty Faiss index." in source, "why _checked_faiss_loader reads the files first"
+
+
+def test_deletion_reads_what_repair_widens_and_runs_on_the_instances_flush():
+    from ragopt.ingest import repair
+
+    assert parameters(LightRAG.adelete_by_doc_id)[:3] == ["self", "doc_id", "delete_llm_cache"]
+    assert parameters(LightRAG.apipeline_enqueue_documents)[:5] == ["self", "input", "ids", "file_paths", "track_id"]
+    source = inspect.getsource(LightRAG.adelete_by_doc_id)
+    for needed in ('doc_status_data.get("chunks_list", [])', "await self.full_entities.get_by_id(doc_id)",
+                   "await self.full_relations.get_by_id(doc_id)", "await self._insert_done()"):
+        assert needed in source, f"ragopt.ingest.repair relies on adelete_by_doc_id reading {needed!r}"
+    assert parameters(LightRAG._insert_done)[:1] == ["self"], "ragopt.compat.lightrag.wrap_flush_all"
+    from lightrag.constants import GRAPH_FIELD_SEP
+
+    assert repair.SEPARATOR == GRAPH_FIELD_SEP

@@ -25,7 +25,8 @@ from ragopt.ui.report import NOTEBOOKS
 
 SMOKE_DOCS = 3
 MODES = ("rag_batch", "rag_folder", "rag_folder_tuned", "ragopt")
-NOTEBOOK_NAMES = ("01_baseline_profile", "02_parallel_batch", "03_content_cache", "04_memory", "05_gpu", "06_ablation_report")
+NOTEBOOK_NAMES = ("01_baseline_profile", "02_parallel_batch", "03_content_cache", "04_memory", "05_gpu", "06_ablation_report",
+                  "07_your_stack", "08_plan")
 
 
 
@@ -170,6 +171,36 @@ def test_06_ablation_report_values(report_06):
                 assert shown[column] is None
             else:
                 assert shown[column] == pytest.approx(row[column])
+
+
+def test_07_your_stack_profiles_the_users_rag_as_shipped_and_optimized(run_notebook, smoke_corpus, notebook_workspace):
+    values = run_notebook("07_your_stack", corpus=str(smoke_corpus), sim_preset="fast", slots=4, out_dir=str(notebook_workspace / "runs07"))
+    assert values["corpus_docs"] == SMOKE_DOCS and values["simulated"] is True
+    assert values["docs_ok"] == {"shipped": SMOKE_DOCS, "ragopt": SMOKE_DOCS}
+    for name, record in values["run_records"].items():
+        run = Run.from_json(record)
+        assert run.summary()["docs_per_min"] == pytest.approx(values["docs_per_min"][name]) and run.simulated
+        assert run.meta["slots"] == 4
+    assert values["speedup"]["ragopt vs shipped"] == pytest.approx(values["docs_per_min"]["ragopt"] / values["docs_per_min"]["shipped"])
+    # Both runs built the knowledge base in the same folder: the graphs are compared, and the same.
+    assert values["graphs"] == {"comparable": True, "same": True}
+
+
+def test_08_plan_predicts_its_own_sample_and_the_panel_updates(run_notebook, smoke_corpus, notebook_workspace):
+    values = run_notebook("08_plan", corpus=str(smoke_corpus), sim_preset="fast", out_dir=str(notebook_workspace / "plan08"))
+    plan = values["plan"]
+    assert values["documents"] == values["sample_documents"] == SMOKE_DOCS  # under 10 documents: all are the sample
+    assert plan["figures"] == "prediction" and plan["simulated_llm"] is True
+    # The corpus is its own sample: the predicted calls are the ones the sample run made.
+    assert plan["totals"]["calls"]["prediction"] == values["sample_calls_measured"] > 0
+    for mode in ("ragopt", "rag_folder"):
+        wall = plan["modes"][mode]["wall_s"]
+        assert wall["lo"] <= wall["prediction"] <= wall["hi"]
+    walls = {(row["slots"], row["parse_workers"]): row["wall_s"] for row in values["what_if"]}
+    assert all(walls[(k, w)] >= walls[(k2, w)] for (k, w) in walls for (k2, w2) in walls if w2 == w and k2 > k)
+    panel = values["panel"]
+    assert panel["wall_after"] <= panel["wall_before"]  # four times the slots never predicts a slower run
+    assert "PREDICTION" in panel["readout"] and "SIMULATED" in panel["readout"]
 
 
 # --------------------------------------------------------------------------- widgets

@@ -1,0 +1,221 @@
+"""The capacity planner checked against reality: plan a corpus from a sample, then ingest all of it and compare.
+
+    ragopt bench --plan                                     # synthetic-200 and the dev corpus, presets default + hosted
+    ragopt bench --plan --synthetic 40 --preset fast --sample 10
+    ragopt bench --plan --growth                            # also: 1,000 synthetic documents at the fast preset
+
+For each corpus and simulator preset: ``ragopt.plan`` scans the corpus,
+ingests a stratified sample (10% or at least 10 documents; ``--sample``)
+with ragopt and with RAG-Anything as shipped, and predicts the whole corpus;
+then each mode ingests the whole corpus in a fresh process and the table
+shows predicted (with its 95% interval) against measured: LLM calls, prompt
+and completion tokens, calls by kind, wall time of each mode. The model is
+fitted on the sample only.
+
+``--growth``: cost per document can rise as the graph grows (LightRAG
+rewrites whole storage files; merges and summaries grow with recurring
+entities). Plans ``--growth-docs`` synthetic documents (1,000) at the fast
+preset from a ``--growth-sample`` (100) document sample, ingests them with
+ragopt into one knowledge base and prints docs/min per ``--window`` (100)
+documents, measured (in completion order) beside predicted.
+
+The last line is one JSON object: ``wall_error_max``, ``calls_error_max``,
+``tokens_error_max`` (relative errors, the largest over the corpora and
+presets run), every comparison with its run records, ``growth``, and
+``errors`` (a failed run is listed there and makes the command exit 1).
+Figures are measured on the SIMULATED LLM service unless RAGOPT_LLM_BASE_URL
+names a real endpoint; the output says which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pandas as pd
+
+from ragopt.config import RagoptConfig
+from ragopt.measure.estimators import Estimate
+from ragopt.measure.planner import SAMPLE_MODES, plan
+from ragopt.measure.run import Run
+from ragopt.measure.workloads import corpus_files, synthetic_corpus
+
+DEV_CORPUS = Path(os.environ.get("RAGOPT_DEV_CORPUS") or Path(__file__).resolve().parents[3].parent / "shared" / "corpus" / "dev")
+
+
+def relative_error(predicted: Optional[float], measured: Optional[float]) -> Optional[float]:
+    if predicted is None or measured is None or not measured:
+        return None
+    return abs(predicted - measured) / abs(measured)
+
+
+def _row(metric: str, estimate: Optional[Estimate], measured: Optional[float]) -> Dict[str, Any]:
+    value = None if estimate is None else estimate.value
+    inside = None if estimate is None or not estimate.has_interval or measured is None else estimate.lo <= measured <= estimate.hi
+    return {"metric": metric, "predicted": value, "lo": None if estimate is None else estimate.lo,
+            "hi": None if estimate is None else estimate.hi, "measured": measured,
+            "error": relative_error(value, measured), "in_interval": inside}
+
+
+def compare(prediction: Any, measured: Dict[str, Run]) -> pd.DataFrame:
+    """Predicted against measured, one row per figure: calls and tokens (of the ragopt run), wall per mode."""
+    chosen = measured["ragopt"].llm_calls
+    rows = [_row("LLM calls", prediction.total("calls"), float(len(chosen)))]
+    for what in ("prompt_tokens", "completion_tokens"):
+        rows.append(_row(what.replace("_", " "), prediction.total(what), float(pd.to_numeric(chosen[what]).sum())))
+    counts = chosen["kind"].fillna("unknown").value_counts()
+    for kind in sorted(set(prediction.calls) | set(counts.index)):
+        rows.append(_row(f"calls: {kind}", prediction.calls.get(kind), float(counts.get(kind, 0))))
+    for mode, run in measured.items():
+        predicted = prediction.modes[mode]
+        rows.append(_row(f"wall s: {predicted.label} (bound: {predicted.bound})", predicted.wall, float(run.meta["wall_s"])))
+    return pd.DataFrame(rows)
+
+
+def bench_one(corpus: Path, preset: str, args: argparse.Namespace, out_dir: Path) -> Dict[str, Any]:
+    """Plan ``corpus`` at ``preset``, ingest all of it with each mode, and compare."""
+    from ragopt.measure.experiments import run_isolated
+
+    config = RagoptConfig.from_env().replace(sim_preset=preset, cache_storage=None)
+    work = out_dir / f"{corpus.name}-{preset}"
+    planned = plan(corpus, config, sample=args.sample, slots=args.slots, prices=args.prices, work_dir=work / "plan",
+                   isolated=True, seed=args.seed)
+    measured = {mode: run_isolated(mode, corpus, work / f"{mode}.json", config, working_dir=work / mode) for mode in SAMPLE_MODES}
+    table = compare(planned.prediction, measured)
+    tokens = table[table["metric"].isin(["prompt tokens", "completion tokens"])]["error"]
+    walls = table[table["metric"].str.startswith("wall s")]["error"]
+    return {
+        "corpus": str(corpus), "documents": len(planned.scan), "preset": preset, "sample": len(planned.sample),
+        "simulated_llm": planned.prediction.simulated, "table": table, "plan_text": planned.text(),
+        "calls_error": table.loc[table["metric"] == "LLM calls", "error"].iloc[0],
+        "tokens_error": float(tokens.max()), "wall_error": float(walls.max()),
+        "records": {"sample": {m: str(work / "plan" / "runs" / f"{m}.json") for m in SAMPLE_MODES},
+                    "measured": {m: str(work / f"{m}.json") for m in SAMPLE_MODES}},
+        "planner_seconds": planned.seconds,
+    }
+
+
+def measured_windows(run: Run, window: int) -> List[float]:
+    """docs/min per ``window`` documents in completion order (the first window from the run's start)."""
+    done = sorted(run.docs.loc[run.docs["status"] == "ok", "done_s"])
+    rates, previous = [], 0.0
+    for end in range(window, len(done) + 1, window):
+        span = done[end - 1] - previous
+        rates.append(window / span * 60 if span > 0 else float("nan"))
+        previous = done[end - 1]
+    return rates
+
+
+def growth_check(args: argparse.Namespace, out_dir: Path) -> Dict[str, Any]:
+    """Plan N synthetic documents at the fast preset from a sample, ingest them all into one knowledge base, window by window."""
+    from ragopt.measure.experiments import run_isolated
+    from ragopt.measure.plan_prediction import window_rates
+
+    corpus = out_dir / f"synthetic-{args.growth_docs}"
+    if not corpus.exists():
+        synthetic_corpus(corpus, args.growth_docs, seed=args.seed)
+    config = RagoptConfig.from_env().replace(sim_preset="fast", cache_storage=None)
+    planned = plan(corpus, config, sample=args.growth_sample, work_dir=out_dir / "growth-plan", isolated=True, seed=args.seed)
+    run = run_isolated("ragopt", corpus, out_dir / "growth-ragopt.json", config, working_dir=out_dir / "growth-ragopt")
+    predicted = window_rates(planned.model, planned.scan, args.window)
+    measured = measured_windows(run, args.window)
+    table = predicted.assign(measured_docs_per_min=pd.Series(measured[:len(predicted)], dtype=float))
+
+    def last_over_first(values: List[float]) -> Optional[float]:
+        return values[-1] / values[0] if len(values) >= 2 and values[0] else None
+
+    return {"documents": args.growth_docs, "sample": len(planned.sample), "window": args.window, "table": table,
+            "measured_last_over_first": last_over_first(measured),
+            "predicted_last_over_first": last_over_first(list(predicted["docs_per_min"])),
+            "wall_s": {"predicted": planned.prediction.modes["ragopt"].wall.to_dict(), "measured": run.meta["wall_s"]},
+            "records": {"plan": str(out_dir / "growth-plan"), "measured": str(out_dir / "growth-ragopt.json")}}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", action="append", default=[], help="a folder of documents (repeatable; default: the dev corpus)")
+    parser.add_argument("--synthetic", type=int, action="append", default=[], metavar="N",
+                        help="N generated documents (repeatable; default: 200)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic corpora and of the sample")
+    parser.add_argument("--preset", nargs="+", default=["default", "hosted"], help="simulator presets (default: default hosted)")
+    parser.add_argument("--sample", type=int, help="documents in the sample (default: 10%% or at least 10)")
+    parser.add_argument("--slots", type=int, help="K to predict for (default: the preset's; the measured runs use the same)")
+    parser.add_argument("--prices", help="a price table (TOML/YAML) for the predicted cost (default: RAGOPT_PRICES)")
+    parser.add_argument("--growth", action="store_true", help="also the growth check (1,000 documents at the fast preset)")
+    parser.add_argument("--growth-docs", type=int, default=1000)
+    parser.add_argument("--growth-sample", type=int, default=100)
+    parser.add_argument("--window", type=int, default=100)
+    parser.add_argument("--skip-comparison", action="store_true", help="only the growth check")
+    parser.add_argument("--out-dir", default="reports/bench_plan", help="plans, run records and working dirs")
+    args = parser.parse_args(argv)
+    if args.slots:
+        os.environ["MAX_CONCURRENT_PROCESSING"] = str(args.slots)  # the measured runs and the sample alike
+
+    out_dir = Path(args.out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    corpora = [Path(c).resolve() for c in args.corpus]
+    for n in args.synthetic or ([] if args.corpus else [200]):
+        folder = out_dir / f"synthetic-{n}"
+        if not folder.exists():
+            synthetic_corpus(folder, n, seed=args.seed)
+        corpora.append(folder)
+    if not args.corpus and DEV_CORPUS.is_dir() and not args.synthetic:
+        corpora.append(DEV_CORPUS)
+    if args.skip_comparison:
+        corpora = []
+    for corpus in corpora:
+        if not corpus_files(corpus):
+            print(f"no documents in {corpus}", file=sys.stderr)
+            return 2
+
+    results, errors = [], []
+    for corpus in corpora:
+        for preset in args.preset:
+            try:
+                result = bench_one(corpus, preset, args, out_dir)
+            except Exception as error:  # one failed run must not hide the other comparisons
+                errors.append({"corpus": str(corpus), "preset": preset, "error": f"{type(error).__name__}: {str(error)[-1500:]}"})
+                print(f"\n== {corpus.name}, preset {preset}: FAILED {errors[-1]['error']}", file=sys.stderr)
+                continue
+            results.append(result)
+            print(f"\n== {corpus.name} ({result['documents']} documents), preset {preset}, sample {result['sample']}")
+            print(result["table"].to_string(index=False, float_format=lambda v: f"{v:,.4g}"))
+    growth = None
+    if args.growth:
+        try:
+            growth = growth_check(args, out_dir)
+        except Exception as error:
+            errors.append({"growth": True, "error": f"{type(error).__name__}: {str(error)[-1500:]}"})
+            print(f"\n== growth check: FAILED {errors[-1]['error']}", file=sys.stderr)
+    if growth is not None:
+        print(f"\n== growth: {growth['documents']} synthetic documents at the fast preset, sample {growth['sample']}, "
+              f"docs/min per {growth['window']} documents")
+        print(growth["table"].to_string(index=False, float_format=lambda v: f"{v:,.1f}"))
+
+    simulated = all(r["simulated_llm"] for r in results) if results else True
+    print("\n" + ("All figures measured on the SIMULATED LLM service (no real model was called); "
+                  if simulated else "Figures measured on a real LLM endpoint; ")
+          + "predictions are fitted on each corpus's sample only.")
+
+    def largest(key: str) -> Optional[float]:
+        values = [r[key] for r in results if r[key] is not None]
+        return max(values) if values else None
+
+    summary = {
+        "simulated_llm": simulated,
+        "wall_error_max": largest("wall_error"), "calls_error_max": largest("calls_error"), "tokens_error_max": largest("tokens_error"),
+        "targets": {"calls_and_tokens": 0.05, "wall": 0.15, "growth_last_over_first": 0.9},
+        "runs": [{k: (v.to_dict("records") if isinstance(v, pd.DataFrame) else v) for k, v in r.items() if k != "plan_text"}
+                 for r in results],
+        "growth": None if growth is None else {k: (v.to_dict("records") if isinstance(v, pd.DataFrame) else v) for k, v in growth.items()},
+        "errors": errors,
+    }
+    print(json.dumps(summary, default=str))
+    return 1 if errors else 0

@@ -1,0 +1,129 @@
+"""How one ingestion mode spent its wall time on the sample, and what capacity each stage has.
+
+The stages are the LLM slots (work: service seconds), the embedding worker
+(work: texts) and the parse workers (work: parse seconds). The stage whose
+work took the sample longest at its nominal capacity (K slots, one embedding
+worker, the parse workers) bound it; its steady pace (work per wall second
+while 20-80% of it was done; the two halves give the spread) is measured,
+and the rest of the sample's wall time is overhead (start, drain, last
+flush). ``ModeFit.capacity`` gives any stage's rate under other settings.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, Tuple
+
+import numpy as np
+import pandas as pd
+
+from ragopt.measure.growth import growth_points
+
+PLANNER_MODES = {"ragopt": "ragopt", "rag_folder": "RAG-Anything (shipped)"}
+
+
+def busy_seconds(intervals: pd.DataFrame) -> float:
+    """Seconds covered by the union of [start_s, end_s] intervals (the embedding worker serves one call at a time)."""
+    total, end = 0.0, -math.inf
+    for start, stop in sorted(zip(intervals["start_s"], intervals["end_s"])):
+        if stop > end:
+            total += stop - max(start, end)
+            end = stop
+    return total
+
+
+def service_seconds(calls: pd.DataFrame) -> pd.Series:
+    """Each call's service seconds: the simulator's plan where it has one, else the measured busy time."""
+    planned = pd.to_numeric(calls["planned_ns"], errors="coerce")
+    return planned.fillna(calls["service_ns"].astype(float)) / 1e9
+
+
+STAGES = ("LLM slots", "embedding", "parse")
+
+
+@dataclass
+class ModeFit:
+    """How one mode's sample run spent its wall time: which stage bound it, at what pace, and the rest."""
+
+    mode: str
+    label: str
+    slots: int
+    max_in_flight: int
+    wall_s: float
+    service_s: float
+    embed_busy_s: float
+    seconds_per_text: float
+    parse_s: float
+    parse_workers: int
+    bound: str
+    """The stage whose work took the sample longest at its nominal capacity (K slots, one embedder, the parse workers)."""
+    pace: Tuple[float, float, float]
+    """The bound stage's work per wall second in its steady state (20-80% of its work), and its two halves' lo, hi."""
+    overhead_s: float
+    """The sample's wall time outside its bounding stage: start, drain, last flush."""
+    texts_points: Tuple[np.ndarray, np.ndarray]
+    embed_tokens_points: Tuple[np.ndarray, np.ndarray]
+
+    def capacity(self, stage: str, slots: int, parse_workers: int, scales_with_slots: bool) -> Tuple[float, float, float]:
+        """(rate, lo, hi) of ``stage``'s work per wall second at ``slots`` and ``parse_workers``.
+
+        The sample's bound stage runs at its measured pace (for the LLM scaled by
+        slots, if the mode fills them); the others at their nominal capacity, the
+        LLM's capped for a mode that never had more requests in flight.
+        """
+        if stage == "parse":
+            return (float(parse_workers),) * 3
+        if stage == "embedding":
+            nominal = 1 / self.seconds_per_text if self.seconds_per_text else math.inf
+            return self.pace if stage == self.bound else (nominal,) * 3
+        if stage == self.bound:
+            scale = slots / self.slots
+            return tuple(p * scale for p in self.pace) if scales_with_slots else tuple(min(p, slots) for p in self.pace)
+        return (float(slots if scales_with_slots else min(slots, self.max_in_flight)),) * 3
+
+
+def steady_pace(ends: pd.Series, amounts: pd.Series) -> Tuple[float, float, float]:
+    """(rate, lo, hi): work done per wall second between 20% and 80% of all of it, and the rates of its two halves."""
+    order = np.argsort(ends.to_numpy())
+    t, done = ends.to_numpy()[order], np.cumsum(amounts.to_numpy(dtype=float)[order])
+    total = done[-1] if len(done) else 0.0
+    if total <= 0 or len(done) < 3:
+        return math.nan, math.nan, math.nan
+
+    def at(share: float) -> float:
+        return float(t[min(np.searchsorted(done, share * total), len(t) - 1)])
+
+    def rate(a: float, b: float) -> float:
+        span = at(b) - at(a)
+        return (b - a) * total / span if span > 0 else math.nan
+
+    rates = [r for r in (rate(0.2, 0.8), rate(0.2, 0.5), rate(0.5, 0.8)) if not math.isnan(r)]
+    return (rates[0], min(rates), max(rates)) if rates else (math.nan, math.nan, math.nan)
+
+
+def fit_mode(run: Any, doc_units: Dict[str, float], sample_parse_s: float, parse_workers: int) -> ModeFit:
+    """The mode's pace from its sample run (see the module docstring)."""
+    calls, embed = run.llm_calls, run.embedding_calls
+    service = service_seconds(calls)
+    slots = int(run.meta.get("slots") or 1)
+    embed_busy = busy_seconds(embed)
+    texts = float(embed["texts"].sum())
+    wall = float(run.meta.get("wall_s") or 0.0)
+    nominal = {"LLM slots": float(service.sum()) / slots, "embedding": embed_busy, "parse": sample_parse_s / parse_workers}
+    bound = max(nominal, key=nominal.get)
+    pace = {"LLM slots": lambda: steady_pace(calls["end_s"], service),
+            "embedding": lambda: steady_pace(embed["end_s"], embed["texts"]),
+            "parse": lambda: (float(parse_workers),) * 3}[bound]()
+    work = {"LLM slots": float(service.sum()), "embedding": texts, "parse": sample_parse_s}[bound]
+    if math.isnan(pace[0]) or pace[0] <= 0:  # too little work for a steady state: its nominal capacity
+        pace = (work / nominal[bound],) * 3 if nominal[bound] else (1.0,) * 3
+    max_in_flight = int(run.llm_slots_in_use()["in_flight"].max()) if len(calls) else slots
+    return ModeFit(
+        mode=run.meta.get("mode", run.label), label=PLANNER_MODES.get(run.meta.get("mode"), run.label), slots=slots,
+        max_in_flight=max(1, max_in_flight), wall_s=wall, service_s=float(service.sum()), embed_busy_s=embed_busy,
+        seconds_per_text=embed_busy / texts if texts else 0.0, parse_s=sample_parse_s, parse_workers=parse_workers,
+        bound=bound, pace=pace, overhead_s=max(0.0, wall - work / pace[0]),
+        texts_points=growth_points(run, doc_units, embed["end_s"], embed["texts"]),
+        embed_tokens_points=growth_points(run, doc_units, embed["end_s"], pd.to_numeric(embed["tokens"], errors="coerce").fillna(0)),
+    )

@@ -1,0 +1,201 @@
+"""The capacity planner: its sample, its estimators, and real plans of small corpora on the fast simulator preset."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ragopt.measure.estimators import power_law_total, regression_total
+from ragopt.measure.ledger import ModelPrice, Prices
+from ragopt.measure.plan_pace import STAGES
+from ragopt.measure.sampling import sample_size, strata, stratified_sample
+
+PRICES = Prices(models={"gpt-4o-mini": ModelPrice(input=1.0, output=4.0)}, embeddings={"all-MiniLM-L6-v2": 0.01})
+
+
+def fake_scan(formats: dict) -> pd.DataFrame:
+    rows = []
+    for fmt, count in formats.items():
+        for i in range(count):
+            rows.append({"file": f"{fmt}_{i:03d}.{fmt}", "format": fmt, "text_tokens": 100 + 37 * i, "error": None})
+    return pd.DataFrame(rows)
+
+
+def test_sample_size_is_a_tenth_or_at_least_ten_documents():
+    assert sample_size(200) == 20
+    assert sample_size(50) == 10
+    assert sample_size(7) == 7
+    assert sample_size(200, requested=5) == 5
+    assert sample_size(3, requested=50) == 3
+
+
+def test_stratified_sample_holds_every_format_and_size_class_in_proportion():
+    scan = fake_scan({"txt": 60, "md": 25, "docx": 15})
+    sample = stratified_sample(scan, seed=1)
+    assert len(sample) == 10 and len(set(sample)) == 10
+    chosen = scan[scan["file"].isin(sample)]
+    assert set(chosen["format"]) == {"txt", "md", "docx"}
+    counts = chosen["format"].value_counts()
+    assert counts["txt"] > counts["md"] >= counts["docx"] >= 1
+    assert set(strata(scan)[scan["file"].isin(sample)].str.split("/").str[1]) == {"small", "medium", "large"}
+    assert stratified_sample(scan, seed=1) == sample  # same seed, same sample
+    assert stratified_sample(scan, seed=2) != sample
+    failed = scan.assign(error=["parse error"] * 5 + [None] * 95)
+    assert not set(stratified_sample(failed, n=100)) & set(failed["file"][:5])  # unparsable files are never sampled
+
+
+def test_regression_total_is_exact_for_an_exact_linear_rule():
+    x = np.array([[1, 2], [2, 1], [3, 5], [1, 1], [4, 2]], dtype=float)
+    y = x @ np.array([2.0, 3.0])
+    rest = np.array([10.0, 20.0])
+    estimate = regression_total(y, x, rest, n_rest=8, how="test")
+    assert estimate.value == pytest.approx(y.sum() + 2 * 10 + 3 * 20)
+    assert estimate.lo == pytest.approx(estimate.value) and estimate.hi == pytest.approx(estimate.value)
+
+
+def test_regression_total_interval_covers_the_truth_about_95_percent_of_the_time():
+    rng = np.random.default_rng(0)
+    covered, trials = 0, 300
+    for _ in range(trials):
+        units = rng.integers(1, 6, size=(60, 1)).astype(float)
+        y = 3.0 * units[:, 0] + rng.normal(0, 1.0, size=60)
+        sample = rng.choice(60, size=10, replace=False)
+        rest = np.setdiff1d(np.arange(60), sample)
+        estimate = regression_total(y[sample], units[sample], units[rest].sum(axis=0), len(rest), "test")
+        covered += estimate.lo <= y.sum() <= estimate.hi
+    assert 0.88 <= covered / trials <= 0.99
+
+
+def test_power_law_total_extrapolates_a_power_law():
+    x = np.array([1.0, 2, 4, 8, 16])
+    estimate = power_law_total(x, 3 * x**1.5, 100.0, "test")
+    assert estimate.value == pytest.approx(3 * 100**1.5)
+    assert "1.50" in estimate.how
+    with pytest.raises(ValueError):
+        power_law_total(x, np.array([0, 0, 0, 1.0, 2.0]), 100.0, "test")
+
+
+def test_merge_summaries_follow_lightrags_rule_on_the_samples_key_counts():
+    from ragopt.measure.merge_growth import MergeGrowth, document_keys
+    from ragopt.measure.run import LLM_COLUMNS
+
+    # A key named in m chunks is summarized floor((m - 1) / (T - 1)) times: every 7 new fragments for T = 8.
+    counts = np.array([[4.0, 8, 1, 0], [4, 7, 0, 2]])  # two documents, four keys: 8, 15, 1, 2 fragments in all
+    growth = MergeGrowth(counts, units=np.array([5.0, 5.0]), measured=3.0, curve=(np.array([5.0, 10.0]), np.array([1.0, 3.0])),
+                         threshold=8)
+    assert growth.summaries(10.0).value == 3.0  # the sample's own scale: what its run measured
+    assert growth.summaries(5.0).value == 1.0  # half way along the sample's run
+    doubled = growth.summaries(20.0)  # each key's fragments doubled: 16, 30, 2, 4 -> 2 + 4 summaries instead of 1 + 2
+    assert doubled.value == 3.0 + (2 + 4) - (1 + 2)
+    assert doubled.lo <= doubled.value <= doubled.hi
+    # A chunk's extraction and gleaning add one fragment per key between them.
+    rows = [dict.fromkeys(LLM_COLUMNS) | {"kind": kind, "doc_id": "d1", "chunk": chunk, "graph_keys": keys}
+            for kind, chunk, keys in (("extract", "c1", ["A", "B"]), ("glean", "c1", ["B", "C"]), ("extract", "c2", ["A"]))]
+    run = type("R", (), {"llm_calls": pd.DataFrame(rows, columns=list(LLM_COLUMNS))})()
+    assert document_keys(run, {"d1": "a.txt"}) == {"a.txt": {"A": 2, "B": 1, "C": 1}}
+
+
+# --------------------------------------------------------------------------- real plans
+
+
+@pytest.fixture(scope="module")
+def small_plan(tmp_path_factory):
+    """A plan of three documents (text; Markdown with a table; DOCX with a table and an image), both sample runs."""
+    from ragopt.cache.content_cache import ContentCache
+    from ragopt.config import RagoptConfig
+    from ragopt.measure.planner import plan
+    from ragopt.measure.workloads import synthetic_corpus
+
+    root = tmp_path_factory.mktemp("plan")
+    generated = synthetic_corpus(root / "generated", 7, paragraphs_per_doc=1)
+    corpus = root / "corpus"
+    corpus.mkdir()
+    for path in (generated[0], generated[4], generated[6]):
+        shutil.copyfile(path, corpus / path.name)
+    cache = ContentCache(root / "parse-cache")
+    config = RagoptConfig(sim_preset="fast", enable_parse_cache=True)
+    planned = plan(corpus, config, cache=cache, prices=PRICES, work_dir=root / "work")
+    return {"plan": planned, "corpus": corpus, "cache": cache, "config": config, "root": root}
+
+
+@pytest.mark.slow
+def test_a_plan_of_three_documents_completes_and_reproduces_its_own_sample(small_plan):
+    planned = small_plan["plan"]
+    prediction = planned.prediction
+    assert len(planned.scan) == 3 and len(planned.sample) == 3  # fewer than 10 documents: all of them
+    assert set(planned.runs) == {"ragopt", "rag_folder"}
+    for run in planned.runs.values():
+        assert run.summary()["docs_ok"] == 3 and run.simulated
+    assert set(planned.scan["format"]) == {"txt", "md", "docx"}
+    assert planned.scan[["tables", "images"]].sum().to_dict() == {"tables": 2, "images": 1}
+    # The corpus is its sample: calls and tokens are what the ragopt run measured.
+    measured = planned.runs["ragopt"].llm_calls
+    assert prediction.total("calls").value == len(measured)
+    assert prediction.total("prompt_tokens").value == measured["prompt_tokens"].sum()
+    assert prediction.total("completion_tokens").value == measured["completion_tokens"].sum()
+    assert prediction.calls["extract"].value == planned.scan["text_chunks"].sum() + planned.scan["modal_items"].sum()
+    assert prediction.cost["total"] is not None and prediction.cost["total"].value > 0
+    for mode in prediction.modes.values():
+        assert mode.wall.value > 0 and mode.wall.has_interval and mode.bound in STAGES
+    record = json.loads(json.dumps(planned.to_dict(), default=str))
+    assert record["figures"] == "prediction" and record["simulated_llm"] is True
+    text = planned.text()
+    assert "PREDICTION" in text and "SIMULATED" in text
+
+
+@pytest.mark.slow
+def test_predicted_wall_time_never_rises_with_more_slots_or_parse_workers(small_plan):
+    table = small_plan["plan"].what_if(slots=[1, 2, 8, 32], parse_workers=[1, 2, 8])
+    assert (table["figures"] == "prediction").all()
+    for _, by_slots in table.groupby("parse_workers"):
+        assert by_slots.sort_values("slots")["wall_s"].is_monotonic_decreasing
+    for _, by_workers in table.groupby("slots"):
+        assert by_workers.sort_values("parse_workers")["wall_s"].is_monotonic_decreasing
+    # A slower endpoint: the same calls, each served in ttft + completion tokens x tpot of the hosted preset.
+    planned = small_plan["plan"]
+    hosted = planned.predict(slots=1, latency="hosted")
+    calls, completion = hosted.total("calls").value, hosted.total("completion_tokens").value
+    assert hosted.service_s.value == pytest.approx((0.8 * calls + 0.020 * completion) * (1 + planned.model.failed_share))
+    assert hosted.modes["ragopt"].stages["LLM slots"].value >= hosted.service_s.value  # one slot serves one call at a time
+    assert hosted.modes["ragopt"].wall.value >= planned.predict(slots=1).modes["ragopt"].wall.value
+
+
+@pytest.mark.slow
+def test_predictions_for_n_and_2n_documents_scale_as_they_should(small_plan, tmp_path):
+    """Extraction and gleaning calls and tokens of 2N documents are within 10% of twice those of N."""
+    from ragopt.aio import run_sync
+    from ragopt.cache.content_cache import ContentCache
+    from ragopt.measure.corpus_scan import ascan
+    from ragopt.measure.workloads import synthetic_corpus
+
+    model = small_plan["plan"].model
+    predictions = {}
+    for n in (14, 28):
+        files = synthetic_corpus(tmp_path / f"n{n}", n, seed=1, paragraphs_per_doc=1)
+        scan = run_sync(ascan(files, small_plan["config"], cache=ContentCache(None), output_dir=tmp_path / f"scan{n}"))
+        predictions[n] = model.predict(scan)
+    for kind in ("extract", "glean"):
+        for what in ("calls", "prompt_tokens", "completion_tokens"):
+            ratio = getattr(predictions[28], what)[kind].value / getattr(predictions[14], what)[kind].value
+            assert ratio == pytest.approx(2.0, rel=0.10), (kind, what)
+
+
+@pytest.mark.slow
+def test_the_scan_parses_through_the_cache_a_later_ingest_reuses(small_plan):
+    from ragopt.ingest.build import build_rag
+    from ragopt.ingest.engine import ingest
+    from ragopt.ingest.release import release_rag
+    from ragopt.measure.workloads import corpus_files
+
+    assert not small_plan["plan"].scan["cache_hit"].any()  # the scan parsed each file once
+    rag = build_rag(small_plan["config"], small_plan["root"] / "ingest", optimized=True)
+    try:
+        result = ingest(rag, corpus_files(small_plan["corpus"]), config=small_plan["config"], cache=small_plan["cache"],
+                        progress=False)
+    finally:
+        release_rag(rag)
+    assert result.cache_stats["hits"] == 3 and result.cache_stats["misses"] == 0
