@@ -168,8 +168,7 @@ class RagoptConfig:
     embedding_batch_wait_s: float = _env("RAGOPT_EMBED_BATCH_WAIT", _parse_positive_float, 0.02)
     """How long the micro-batcher waits for more texts before it sends a batch."""
     query_embeddings_first: bool = _env("RAGOPT_QUERY_EMBEDDINGS_FIRST", _parse_bool, True)
-    """The micro-batcher encodes queries' texts before document texts waiting, in short document batches while
-    queries are asked (a query waits for one short batch at most)."""
+    """The micro-batcher encodes queries' texts before the document texts waiting (a query waits for one batch at most)."""
     query_embedding_memo: bool = _env("RAGOPT_QUERY_EMBEDDING_MEMO", _parse_bool, True)
     """A query text is encoded once (RAG-Anything retrieves twice per question, embedding the same texts)."""
 

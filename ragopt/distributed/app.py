@@ -78,16 +78,17 @@ def job_batch_timeout_s(config: RagoptConfig) -> float:
     return config.batch_timeout_s or JOB_BATCH_TIMEOUT_S
 
 
-def task_bounds(config: RagoptConfig) -> Dict[str, float]:
-    """The longest each task may run, in seconds.
+def batch_task_limit_s(batch_timeout_s: float) -> float:
+    """A batch task's limit: its documents fail at BATCH_TIMEOUT (the engine's limit), and its set-up and
+    tear-down (fetching files, opening and closing the knowledge base) get as long again."""
+    return 2 * batch_timeout_s
 
-    A batch task's documents fail at BATCH_TIMEOUT (the engine's limit); its
-    set-up and tear-down (fetching files, opening and closing the knowledge
-    base) get as long again.
-    """
+
+def task_bounds(config: RagoptConfig) -> Dict[str, float]:
+    """The longest each task may run, in seconds."""
     return {
         "ragopt.parse": config.parse_time_limit_s,
-        "ragopt.ingest_batch": 2 * job_batch_timeout_s(config),
+        "ragopt.ingest_batch": batch_task_limit_s(job_batch_timeout_s(config)),
         "ragopt.query": config.query_time_limit_s,
     }
 

@@ -18,7 +18,7 @@ from typing import Any, Dict, Iterable, List, Optional
 from ragopt.cache.content_cache import file_sha256
 from ragopt.cache.redis_store import redis_client
 from ragopt.config import RagoptConfig
-from ragopt.distributed.app import JOB_BATCH_SIZE, job_batch_timeout_s, make_app
+from ragopt.distributed.app import JOB_BATCH_SIZE, check_bounds, job_batch_timeout_s, make_app
 from ragopt.distributed.factory import check_kb_name
 from ragopt.distributed.job_store import FINISHED, JobStore
 from ragopt.distributed.parse_task import transfer_for
@@ -97,6 +97,8 @@ def submit(corpus: str | Path | Iterable[str | Path], kb: str, *, config: Option
     app = app or make_app(config)
     config = app.ragopt_config
     check_kb_name(kb)
+    timeout_s = batch_timeout_s or job_batch_timeout_s(config)
+    check_bounds(config.replace(batch_timeout_s=timeout_s))  # this job's batches, too, inside the visibility timeout
     transfer = transfer_for(app)
     rows: List[Dict[str, Any]] = []
     for path, name in _named_files(corpus):
@@ -111,7 +113,7 @@ def submit(corpus: str | Path | Iterable[str | Path], kb: str, *, config: Option
     pending = [i for i, row in enumerate(rows) if row["status"] == "pending"]
     batches = [pending[i:i + size] for i in range(0, len(pending), size)]
     job = Job(uuid.uuid4().hex, app)
-    job.store.create(job.id, kb, rows, batches, batch_timeout_s or job_batch_timeout_s(config))
+    job.store.create(job.id, kb, rows, batches, timeout_s)
     if batches:
         from celery import chain
 

@@ -115,8 +115,13 @@ class CeleryParseExecutor:
         if meta["status"] != "SUCCESS":
             raise _file_error(path, meta)
         reply = meta["result"]
-        content = await asyncio.to_thread(store.fetch, reply["key"], output_dir)
-        self.app.AsyncResult(task_id).forget()  # read: the result need not wait for result_expires
+
+        def collect() -> Optional[List[dict]]:
+            content = store.fetch(reply["key"], output_dir)
+            self.app.AsyncResult(task_id).forget()  # read: the result need not wait for result_expires
+            return content
+
+        content = await asyncio.to_thread(collect)
         if content is None:
             raise RuntimeError(f"{path}: parsed by a worker, but its entry left the parse cache before it was read "
                                "(CACHE_SIZE_LIMIT too small for the files in flight?)")

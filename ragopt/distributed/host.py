@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Set
 
 import pandas as pd
-from raganything.callbacks import ProcessingCallback
 from redis.exceptions import RedisError
 
 from ragopt.cache.content_cache import ContentCache
@@ -40,6 +39,7 @@ from ragopt.distributed.factory import kb_root, load_factory
 from ragopt.distributed.fence import fence_writes
 from ragopt.distributed.job_store import JobStore
 from ragopt.distributed.lock import LeaseLost, WriterLock, holder_of
+from ragopt.distributed.progress import FileProgress
 from ragopt.distributed.parse_task import transfer_for
 from ragopt.distributed.transfer import TransferError
 from ragopt.ingest.engine import aingest
@@ -82,34 +82,6 @@ class _OpenKB:
     renewer: Optional[asyncio.Task] = None
     lost: Optional[LeaseLost] = None
     batches: Set[asyncio.Task] = field(default_factory=set)
-
-
-class _Progress(ProcessingCallback):
-    """File rows of one batch, from the document events the engine dispatches; ``take`` hands over the changed."""
-
-    def __init__(self, paths: Dict[str, int], files: list):
-        self.paths, self.files, self.changed = paths, files, {}
-
-    def on_document_complete(self, file_path: str = "", stage: Optional[str] = None, **_: Any) -> None:
-        self.record(file_path, "ok", stage, None)
-
-    def on_document_error(self, file_path: str = "", stage: Optional[str] = None, error: Any = None, **_: Any) -> None:
-        self.record(file_path, "failed", stage, error)
-
-    def on_document_skipped(self, file_path: str = "", stage: Optional[str] = None, error: Any = None, **_: Any) -> None:
-        self.record(file_path, "skipped", stage, error)
-
-    def record(self, path: Any, status: str, stage: Optional[str], error: Optional[str]) -> None:
-        index = self.paths.get(str(path))
-        if index is not None:
-            name = self.files[index]["file"]
-            error = None if error is None else str(error).replace(str(path), name)  # the file as submitted
-            self.files[index] = {**self.files[index], "status": status, "stage": stage, "error": error}
-            self.changed[index] = self.files[index]
-
-    def take(self) -> Dict[int, dict]:
-        changed, self.changed = self.changed, {}
-        return changed
 
 
 class KnowledgeBaseHost:
@@ -192,7 +164,7 @@ class KnowledgeBaseHost:
             await asyncio.sleep(self.config.writer_lease_s / 3)
             try:
                 await asyncio.to_thread(open_kb.lock.renew)
-            except LeaseLost as lost:  # stop writing now: what is done is flushed, the rest fails over
+            except LeaseLost as lost:  # another writer may hold it now: stop; the batch runs again under a new lease
                 log.error("%s", lost)
                 open_kb.lost = lost
                 for batch in list(open_kb.batches):
@@ -235,7 +207,7 @@ class KnowledgeBaseHost:
         if job["state"] == "queued":
             await asyncio.to_thread(self.jobs.set, job_id, state="running", started=started)
         paths = await self._fetch_files(job, files, indexes)
-        progress = _Progress(paths, files)
+        progress = FileProgress(paths, files)
         rag = open_kb.rag
         rag.callback_manager.register(progress)
         ingestion = asyncio.ensure_future(aingest(
@@ -273,6 +245,8 @@ class KnowledgeBaseHost:
         for i in indexes:
             target = sources / files[i]["file"]
             try:
+                if not target.resolve().is_relative_to(sources.resolve()):  # a job record is only as safe as Redis
+                    raise TransferError(f"{files[i]['file']}: not a path inside the knowledge base's sources")
                 await asyncio.to_thread(self.transfer.download, files[i]["digest"], target, files[i]["file"])
             except TransferError as error:
                 files[i] = {**files[i], "status": "failed", "stage": "transfer", "error": str(error)}
@@ -281,7 +255,7 @@ class KnowledgeBaseHost:
             paths[str(target)] = i
         return paths
 
-    async def _follow(self, job_id: str, ingestion: asyncio.Future, progress: _Progress) -> None:
+    async def _follow(self, job_id: str, ingestion: asyncio.Future, progress: FileProgress) -> None:
         """Write file progress to Redis as it comes, and stop the batch when the job is cancelled."""
         while True:
             await asyncio.sleep(PROGRESS_EVERY_S)

@@ -17,7 +17,8 @@ from typing import Any, Dict
 
 from celery import Task
 
-from ragopt.distributed.app import task_bounds
+from ragopt.distributed.app import batch_task_limit_s
+
 
 log = logging.getLogger("ragopt.distributed")
 _host = None
@@ -56,9 +57,9 @@ def ingest_batch(task: Any, job_id: str, index: int) -> Dict[str, Any]:
     from ragopt.distributed.host import KnowledgeBaseBusy
 
     host = host_for(task)
+    limit_s = batch_task_limit_s(host.jobs.job(job_id)["batch_timeout_s"])
     try:
-        return host.run(host.ingest_batch(job_id, index), task_bounds(task.app.ragopt_config)["ragopt.ingest_batch"],
-                        f"batch {index} of job {job_id}")
+        return host.run(host.ingest_batch(job_id, index), limit_s, f"batch {index} of job {job_id}")
     except KnowledgeBaseBusy:
         return task.replace(task.si(job_id, index).set(countdown=random.uniform(0.5, 1.5)))
 

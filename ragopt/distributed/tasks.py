@@ -27,8 +27,9 @@ TRANSIENT = (ConnectionError, TimeoutError, RedisConnectionError, RedisTimeoutEr
 
 
 def register_tasks(app: Any, config: RagoptConfig) -> None:
+    # shared=False: each app gets its own task objects (with its own limits), not the first app's
     retried = dict(retry_backoff=True, retry_backoff_max=retry_backoff_max_s(config), retry_jitter=True,
-                   max_retries=RETRIES, autoretry_for=TRANSIENT)
+                   max_retries=RETRIES, autoretry_for=TRANSIENT, shared=False)
     app.task(name="ragopt.parse", bind=True, soft_time_limit=config.parse_soft_time_limit_s,
              time_limit=config.parse_time_limit_s, **retried)(parse_file)
     app.task(name="ragopt.ingest_batch", bind=True, base=BatchTask,

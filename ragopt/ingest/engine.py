@@ -16,7 +16,9 @@ unfinished then fail with a per-file error, what is done is flushed, and the
 next batch starts. Every file gets a result row (ok / failed / skipped); one
 file's failure never stops the batch. Document ids are content-addressed, so
 a rerun skips what is already ingested and resumes what was interrupted,
-without the failed "dup" records LightRAG writes for a re-inserted document.
+without the failed "dup" records LightRAG writes for a re-inserted document;
+after a kill, what was left half-merged is first deleted and queued again
+(``ragopt.ingest.repair``).
 """
 
 from __future__ import annotations

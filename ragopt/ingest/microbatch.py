@@ -22,10 +22,6 @@ from ragopt.ingest.registry import BEFORE_INIT, Optimization, Target, register_o
 
 IDLE_EXIT_S = 1.0
 QUERY, DOCUMENT = 0, 1  # the lanes: with queries_first, LightRAG's query embeddings are taken first
-# While queries are asked (one came within QUERIES_RECENT_S), a document batch holds at most this many
-# texts: a query never waits for a long batch (64 chunk texts took 25 s on a busy 2-core machine).
-BATCH_WHILE_QUERIED = 8
-QUERIES_RECENT_S = 2.0
 MEMO_ENTRIES = 1024  # query texts whose vectors are kept (RAG-Anything retrieves twice per question)
 
 
@@ -35,16 +31,10 @@ class _Lanes:
     def __init__(self) -> None:
         self.lanes = (collections.deque(), collections.deque())
         self.arrived = asyncio.Event()
-        self.last_query_at = float("-inf")
 
     def put(self, item: Tuple[List[str], asyncio.Future], lane: int) -> None:
         self.lanes[lane].append(item)
-        if lane == QUERY:
-            self.last_query_at = asyncio.get_running_loop().time()
         self.arrived.set()
-
-    def queried(self) -> bool:
-        return asyncio.get_running_loop().time() - self.last_query_at < QUERIES_RECENT_S
 
     def empty(self) -> bool:
         return not any(self.lanes)
@@ -75,10 +65,9 @@ def micro_batched(embed: Callable, max_batch: int = 64, max_wait_s: float = 0.02
     Calls with ``context="query"`` are LightRAG's query embeddings:
 
     - ``queries_first``: they form batches of their own, taken before waiting
-      document texts, and while queries are asked document batches stay small
-      (``BATCH_WHILE_QUERIED``), so a query waits for one short batch at most,
-      not for every document text queued ahead of it (``query_batches``,
-      ``query_wait_s``: seconds queries waited for their vectors);
+      document texts, so a query waits for the batch being encoded at most,
+      not for every document text queued ahead of it (``query_batches``;
+      ``query_wait_s`` is the seconds queries waited for their vectors);
     - ``query_memo``: a query text's vector is kept (the last ``MEMO_ENTRIES``),
       so the same text is encoded once (``query_memo_hits``); the vector of a
       text never changes, so it cannot go stale.
@@ -98,9 +87,8 @@ def micro_batched(embed: Callable, max_batch: int = 64, max_wait_s: float = 0.02
             batch: List[Tuple[List[str], asyncio.Future]] = [lanes.lanes[lane].popleft()]
             size = len(batch[0][0])
             deadline = loop.time() + max_wait_s
-            limit = min(max_batch, BATCH_WHILE_QUERIED) if lane == DOCUMENT and lanes.queried() else max_batch
-            # Up to limit texts of the same lane: what is there, and what arrives within max_wait_s.
-            while size < limit and (lanes.lanes[lane] or await lanes.wait(lane, deadline - loop.time())):
+            # Up to max_batch texts of the same lane: what is there, and what arrives within max_wait_s.
+            while size < max_batch and (lanes.lanes[lane] or await lanes.wait(lane, deadline - loop.time())):
                 item = lanes.lanes[lane].popleft()
                 batch.append(item)
                 size += len(item[0])

@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from ragopt.ingest.microbatch import BATCH_WHILE_QUERIED, micro_batched, micro_batched_embedding
+from ragopt.ingest.microbatch import micro_batched, micro_batched_embedding
 
 
 def _recording_embed(batches):
@@ -52,19 +52,6 @@ def test_the_embedding_func_hands_the_batcher_its_context_only_when_asked():
     plain = EmbeddingFunc(embedding_dim=2, func=model)
     assert micro_batched_embedding(plain, queries_first=True).supports_asymmetric is True
     assert micro_batched_embedding(plain, queries_first=False).supports_asymmetric is False
-
-
-async def test_while_queries_are_asked_document_batches_stay_short():
-    batches = []
-    embed, release = _recording_embed(batches)
-    release.set()
-    batched = micro_batched(embed, max_batch=64, max_wait_s=0.0, queries_first=True)
-    await batched(["the question"], context="query")
-    documents = [asyncio.create_task(batched([f"doc {i}"], context="document")) for i in range(20)]
-    while not all(d.done() for d in documents):
-        release.set()
-        await asyncio.sleep(0)
-    assert max(len(b) for b in batches[1:]) == BATCH_WHILE_QUERIED  # not one batch of 20
 
 
 async def test_a_query_text_is_encoded_once():

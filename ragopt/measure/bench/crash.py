@@ -254,19 +254,17 @@ def corrupt_files(working_dir: Path) -> List[str]:
     return bad
 
 
-def _sources(data: Dict[str, Any]) -> FrozenSet[str]:
-    return frozenset(c for c in str(data.get("source_id") or "").split("<SEP>") if c)
-
-
 def contributions(working_dir: Path) -> Tuple[Dict[str, FrozenSet[str]], Dict[FrozenSet[str], Tuple[float, FrozenSet[str]]]]:
     """(entity -> its source chunks, relation -> (weight, its source chunks)) of the graph in ``working_dir``."""
     import networkx as nx
 
+    from ragopt.ingest.repair import source_chunks
     from ragopt.measure.graphs import graph_file
 
     graph = nx.read_graphml(graph_file(working_dir))
-    entities = {str(n): _sources(d) for n, d in graph.nodes(data=True)}
-    relations = {frozenset((str(u), str(v))): (float(d.get("weight", 1.0)), _sources(d)) for u, v, d in graph.edges(data=True)}
+    entities = {str(n): frozenset(source_chunks(d)) for n, d in graph.nodes(data=True)}
+    relations = {frozenset((str(u), str(v))): (float(d.get("weight", 1.0)), frozenset(source_chunks(d)))
+                 for u, v, d in graph.edges(data=True)}
     return entities, relations
 
 
