@@ -88,7 +88,7 @@ async def drop_workspace_shared_state(workspace: str) -> None:
     ``_update_flags``) keyed by workspace and namespace, so without this the
     data outlives the instance and the next instance of the workspace skips
     loading its own files. ``finalize_share_data()`` would reset every
-    workspace, so only this one's keys go. Its idle per-entity merge locks
+    workspace, so only this one's keys go. Its idle keyed locks
     (``_storage_keyed_lock``) go too: LightRAG keeps each for 300 s.
     """
     from lightrag.kg import shared_storage
@@ -101,16 +101,30 @@ async def drop_workspace_shared_state(workspace: str) -> None:
                 continue
             for key in [k for k in registry.keys() if _belongs_to_workspace(k, workspace)]:
                 del registry[key]
-    _drop_idle_merge_locks(shared_storage._storage_keyed_lock, workspace)
+    _drop_idle_keyed_locks(shared_storage._storage_keyed_lock, workspace)
 
 
-def _drop_idle_merge_locks(keyed_lock: Any, workspace: str) -> None:
-    """Forget the workspace's merge locks (``"<ws>:GraphDB:<entity>"``, lightrag.operate) nobody holds or awaits."""
+def _lock_of_workspace(key: str, workspace: str) -> bool:
+    """Whether a keyed lock's key (``"<ws>:<namespace>:<key>"``, or ``"<namespace>:<key>"`` for workspace "") is the workspace's."""
+    if workspace:
+        return key.startswith(f"{workspace}:")
+    from lightrag.namespace import NameSpace
+
+    unprefixed = {v for k, v in vars(NameSpace).items() if k.isupper()} | {"GraphDB", "pipeline_status"}
+    return key.split(":", 1)[0] in unprefixed
+
+
+def _drop_idle_keyed_locks(keyed_lock: Any, workspace: str) -> None:
+    """Forget the workspace's keyed locks nobody holds or awaits: per-entity merge locks
+    (``"<ws>:GraphDB:<entity>"``, lightrag.operate) and storage and pipeline locks
+    (``"<ws>:doc_status:default_key"``, get_namespace_lock). An asyncio lock binds to the
+    loop of its first contended wait, so one kept from a finished loop breaks the next
+    instance's run on another loop ("bound to a different event loop"); a lock with no
+    holder and no waiter is made anew on its next use."""
     if keyed_lock is None:
         return
-    prefix = f"{workspace}:GraphDB:" if workspace else "GraphDB:"
     counts = keyed_lock._async_lock_count
-    for key in [k for k in keyed_lock._async_lock if k.startswith(prefix) and counts.get(k, 0) == 0]:
+    for key in [k for k in keyed_lock._async_lock if _lock_of_workspace(k, workspace) and counts.get(k, 0) == 0]:
         keyed_lock._async_lock.pop(key, None)
         counts.pop(key, None)
         keyed_lock._async_lock_cleanup_data.pop(key, None)

@@ -91,9 +91,9 @@ async def _run_entry_point(rag: Any, mode: str, corpus: Path, config: RagoptConf
 
 
 async def _measured(rag: Any, mode: str, corpus: Path, config: RagoptConfig, recorder: Recorder,
-                    live: Optional[LiveMetrics], publisher: Any, **meta: Any) -> Run:
+                    live: Optional[LiveMetrics], publisher: Any, simulator: Any = None, **meta: Any) -> Run:
     """One profiled ingestion by an initialized-or-not ``rag``: the clock runs from the first document
-    to the last; ``meta`` goes into the run record."""
+    to the last; ``meta`` goes into the run record, with ``simulator``'s counters read at the end."""
     await ensure_initialized(rag)
     recorder.start()
     details: Dict[str, Any] = {}
@@ -101,6 +101,7 @@ async def _measured(rag: Any, mode: str, corpus: Path, config: RagoptConfig, rec
         with contextlib.nullcontext() if live is None else published(rag, publisher, live.attach(rag)):
             details = await _run_entry_point(rag, mode, corpus, config, recorder)
     finally:
+        meta["simulator"] = simulator.counters() if simulator is not None else None
         run = recorder.stop(mode=mode, corpus=str(corpus), working_dir=str(rag.working_dir), config=config.to_dict(),
                             details=details, **meta)
     return run
@@ -138,7 +139,7 @@ async def aprofile(
     try:
         return await _measured(rag, mode, corpus, config, recorder, live, publisher, backend=backends.description,
                                simulated=backends.simulated,
-                               simulator=backends.simulator.counters() if backends.simulator is not None else None)
+                               simulator=backends.simulator)
     finally:
         await arelease_rag(rag)
 

@@ -131,7 +131,7 @@ def test_shared_storage_registries_and_keyed_lock_shape():
         assert hasattr(shared_storage, name), f"drop_workspace_shared_state relies on shared_storage.{name}"
     lock_source = inspect.getsource(shared_storage.KeyedUnifiedLock)
     for name in ("_async_lock", "_async_lock_count", "_async_lock_cleanup_data"):
-        assert f"self.{name}" in lock_source, f"_drop_idle_merge_locks relies on KeyedUnifiedLock.{name}"
+        assert f"self.{name}" in lock_source, f"_drop_idle_keyed_locks relies on KeyedUnifiedLock.{name}"
 
 
 def test_merge_lock_keys_follow_the_workspace_graphdb_convention():
@@ -139,7 +139,15 @@ def test_merge_lock_keys_follow_the_workspace_graphdb_convention():
 
     source = inspect.getsource(operate)
     assert 'namespace = f"{workspace}:GraphDB" if workspace else "GraphDB"' in source, (
-        "_drop_idle_merge_locks forgets keys named <workspace>:GraphDB:<entity>")
+        "_drop_idle_keyed_locks forgets keys named <workspace>:GraphDB:<entity>")
+
+
+def test_storage_locks_are_keyed_by_the_workspaces_final_namespace():
+    """_drop_idle_keyed_locks knows workspace ""'s keys by their namespace: "doc_status:default_key"."""
+    assert shared_storage.get_final_namespace("doc_status", "") == "doc_status"
+    assert shared_storage.get_final_namespace("doc_status", "ws") == "ws:doc_status"
+    source = inspect.getsource(shared_storage.NamespaceLock)
+    assert "get_storage_keyed_lock(" in source and "namespace=final_namespace" in source
 
 
 def test_cached_llm_exchange_reads_what_save_to_cache_stores():

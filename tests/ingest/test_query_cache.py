@@ -92,9 +92,11 @@ async def _ask_ingest_ask(tmp_path, versioned: bool) -> tuple:
     rag = build_rag(config, tmp_path / "kb", backends, optimized=True)
     answers = lambda: backends.simulator.counters()["calls_by_kind"].get("query", 0)  # noqa: E731
     try:
-        await aingest(rag, synthetic_corpus(tmp_path / "docs", 2, seed=3, paragraphs_per_doc=2), config=config, progress=False)
+        documents = synthetic_corpus(tmp_path / "docs", 2, seed=3, paragraphs_per_doc=2)
+        await aingest(rag, documents, config=config, progress=False)
         entity = sorted(await rag.lightrag.chunk_entity_relation_graph.get_all_labels())[0]
-        question = f"What do the documents say about {entity}?"
+        # Quoting the document makes sure the naive query retrieves a chunk (else it answers "no context", no LLM).
+        question = f"What do the documents say about {entity}? {documents[0].read_text(encoding='utf-8')[:300]}"
         counts = []
         for step in ("ask", "again", "after"):
             if step == "after":

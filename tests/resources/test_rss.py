@@ -49,6 +49,8 @@ def test_rss_monitor_counts_children_and_cpu():
         "sys.stdin.read()\n"  # stay alive, and seen, until told to go
     )
     with RSSMonitor(interval_s=0.05) as monitor:
+        while len(monitor.frame()) < 1:  # the first sample, the baseline, comes before the child
+            time.sleep(0.01)
         child = subprocess.Popen([sys.executable, "-c", child_code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:
             assert child.stdout.readline().strip() == "burnt"
