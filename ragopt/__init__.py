@@ -1,7 +1,7 @@
 """ragopt: measure and speed up document ingestion in RAG-Anything, from a notebook.
 
 The workflow is exported here; components are imported from their rooms
-(``ragopt.backends``, ``ragopt.ingest``, ``ragopt.cache``, ``ragopt.resources``,
+(``ragopt.backends``, ``ragopt.engine``, ``ragopt.cache``, ``ragopt.resources``,
 ``ragopt.measure``, ``ragopt.ui``). The exports load lazily, so ``import
 ragopt`` stays fast and a notebook pays for RAG-Anything, LightRAG and torch
 only when it uses them.
@@ -17,15 +17,15 @@ _EXPORTS = {
     "ConfigError": "ragopt.config",
     "Backends": "ragopt.backends",
     "make_backends": "ragopt.backends",
-    "build_rag": "ragopt.ingest.build",
-    "optimize": "ragopt.ingest.optimize",
-    "optimizations": "ragopt.ingest.registry",
+    "build_rag": "ragopt.engine.build",
+    "optimize": "ragopt.engine.optimize",
+    "optimizations": "ragopt.engine.registry",
     # The entry points: with ENABLE_MONITORING on they start the live page, then run the engine.
     "ingest": "ragopt.ui.monitoring",
     "aingest": "ragopt.ui.monitoring",
-    "IngestResult": "ragopt.ingest.results",
-    "release_rag": "ragopt.ingest.release",
-    "arelease_rag": "ragopt.ingest.release",
+    "IngestResult": "ragopt.engine.results",
+    "release_rag": "ragopt.engine.release",
+    "arelease_rag": "ragopt.engine.release",
     "ContentCache": "ragopt.cache.content_cache",
     "MemoryBudget": "ragopt.resources.budget",
     "RSSMonitor": "ragopt.resources.rss",
@@ -61,12 +61,12 @@ if TYPE_CHECKING:  # what static tools and IDEs see; at run time the names load 
     from ragopt.backends import Backends, make_backends
     from ragopt.cache.content_cache import ContentCache
     from ragopt.config import ConfigError, RagoptConfig
-    from ragopt.ingest.build import build_rag
+    from ragopt.engine.build import build_rag
     from ragopt.ui.monitoring import aingest, ingest
-    from ragopt.ingest.optimize import optimize
-    from ragopt.ingest.registry import optimizations
-    from ragopt.ingest.release import arelease_rag, release_rag
-    from ragopt.ingest.results import IngestResult
+    from ragopt.engine.optimize import optimize
+    from ragopt.engine.registry import optimizations
+    from ragopt.engine.release import arelease_rag, release_rag
+    from ragopt.engine.results import IngestResult
     from ragopt.measure.experiments import aprofile, aprofile_rag, profile, profile_rag, run_isolated
     from ragopt.measure.ledger import Prices
     from ragopt.measure.planner import aplan, plan

@@ -149,7 +149,7 @@ class RagoptConfig:
     batch_timeout_s: Optional[float] = _env("BATCH_TIMEOUT", _optional(_parse_positive_float), None)
     """Seconds one batch may take; its documents still unfinished then fail with a per-file error."""
 
-    # Optimizations (each one can be switched off for an ablation; ragopt.ingest.registry)
+    # Optimizations (each one can be switched off for an ablation; ragopt.engine.registry)
     tuned_concurrency: bool = _env("RAGOPT_TUNED_CONCURRENCY", _parse_bool, True)
     gleaning_priority: bool = _env("RAGOPT_GLEANING_PRIORITY", _parse_bool, True)
     llm_retries: bool = _env("RAGOPT_LLM_RETRIES", _parse_bool, True)

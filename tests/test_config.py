@@ -76,9 +76,9 @@ def test_the_guides_env_file_loads_verbatim_and_each_variable_acts_or_is_named_u
 
 @pytest.mark.slow
 def test_the_guides_env_file_ingests_the_samples_text_documents(tmp_path):
-    from ragopt.ingest.build import build_rag
-    from ragopt.ingest.engine import ingest
-    from ragopt.ingest.release import release_rag
+    from ragopt.engine.build import build_rag
+    from ragopt.engine.orchestrator import ingest
+    from ragopt.engine.release import release_rag
 
     with pytest.warns(ConfigWarning):
         config = RagoptConfig.from_env_file(GUIDE_FILE, environ={"RAGOPT_SIM_PRESET": "fast"},
@@ -107,13 +107,13 @@ def _embedding_device(config):
 
 
 def _optimized(config, tmp_path):
-    from ragopt.ingest.build import build_rag
+    from ragopt.engine.build import build_rag
 
     return build_rag(config, tmp_path / "kb", optimized=True)
 
 
 def _ingest_settings(config):
-    from ragopt.ingest.engine import IngestSettings
+    from ragopt.engine.orchestrator import IngestSettings
 
     return IngestSettings.resolve(config)
 
@@ -213,7 +213,7 @@ LISTED = {
     "RAGOPT_TRANSFER_MAX_MB": ("8", lambda c, t: _transfer(c).max_mb, 8.0),
     "RAGOPT_TRANSFER_TTL_HOURS": ("2", lambda c, t: _transfer(c).ttl_s, 7200),
     "RAGOPT_KB_ROOT": ("{tmp}/kbs", lambda c, t: _kb_root(c), "{tmp}/kbs"),
-    "RAGOPT_RAG_FACTORY": ("ragopt.ingest.build:build_rag", lambda c, t: _rag_factory(c).__name__, "build_rag"),
+    "RAGOPT_RAG_FACTORY": ("ragopt.engine.build:build_rag", lambda c, t: _rag_factory(c).__name__, "build_rag"),
     "RAGOPT_WRITER_LEASE": ("12", lambda c, t: _writer_lock(c).lease_ms, 12000),
 }
 
@@ -273,7 +273,7 @@ def _prices(config):
 
 
 def _parse_pool_size(config):
-    from ragopt.ingest.parse_pool import OFFLINE, pool_size
+    from ragopt.engine.parse_pool import OFFLINE, pool_size
 
     return pool_size(OFFLINE, _ingest_settings(config).parse_workers)
 

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from ragopt.cache.content_cache import ContentCache
 from ragopt.cache.redis_store import RedisContentCache
 from ragopt.distributed.parse_task import ParseTimeLimitError, spec_to_json, transfer_for
-from ragopt.ingest.parse_pool import ParserSpec
+from ragopt.engine.parse_pool import ParserSpec
 
 
 class ResultWaiter:

@@ -40,7 +40,7 @@ def kb_folder(config: RagoptConfig, kb: str) -> Path:
 
 
 def default_factory(kb: str, config: RagoptConfig) -> Any:
-    from ragopt.ingest.build import build_rag
+    from ragopt.engine.build import build_rag
 
     return build_rag(config, kb_root(config), optimized=True, lightrag_kwargs={"workspace": check_kb_name(kb)})
 

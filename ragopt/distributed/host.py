@@ -42,8 +42,8 @@ from ragopt.distributed.lock import LeaseLost, WriterLock, holder_of
 from ragopt.distributed.progress import FileProgress
 from ragopt.distributed.parse_task import transfer_for
 from ragopt.distributed.transfer import TransferError
-from ragopt.ingest.engine import aingest
-from ragopt.ingest.release import arelease_rag
+from ragopt.engine.orchestrator import aingest
+from ragopt.engine.release import arelease_rag
 
 log = logging.getLogger("ragopt.distributed")
 

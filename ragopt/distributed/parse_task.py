@@ -16,7 +16,7 @@ from typing import Any, Dict
 from ragopt.cache.content_cache import ContentCache, content_key
 from ragopt.cache.redis_store import redis_client
 from ragopt.distributed.transfer import FileTransfer
-from ragopt.ingest.parse_pool import ParserSpec, parse_through_cache
+from ragopt.engine.parse_pool import ParserSpec, parse_through_cache
 
 
 class ParseTimeLimitError(RuntimeError):

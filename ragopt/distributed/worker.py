@@ -31,7 +31,7 @@ def worker_argv(queues: Sequence[str], config: RagoptConfig, concurrency: Option
         raise ConfigError("parse workers run the prefork pool and ingest/query workers the threads pool: "
                           "start them as separate workers")
     if chosen == ["parse"]:
-        from ragopt.ingest.parse_pool import OFFLINE, pool_size
+        from ragopt.engine.parse_pool import OFFLINE, pool_size
 
         pool, concurrency = "prefork", concurrency or pool_size(OFFLINE, config.worker_pool_size)
     else:

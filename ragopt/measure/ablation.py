@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 import pandas as pd
 
 from ragopt.config import RagoptConfig
-from ragopt.ingest.registry import optimizations
+from ragopt.engine.registry import optimizations
 from ragopt.measure.experiments import run_isolated
 
 SHIPPED = "RAG-Anything folder (shipped)"

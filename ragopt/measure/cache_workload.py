@@ -50,8 +50,8 @@ def cache_requests(manifest: dict, work_dir: str | Path, config: RagoptConfig, r
     """Pass 1 (every file), touch the originals, pass 2 (the touched ones), and with ``rerun`` pass 3
     (every file again, unchanged); one row per request and cache outcome."""
     from ragopt.compat.raganything import ensure_initialized, wrap_parse_cache_lookup
-    from ragopt.ingest.build import build_rag
-    from ragopt.ingest.release import arelease_rag
+    from ragopt.engine.build import build_rag
+    from ragopt.engine.release import arelease_rag
 
     work_dir = Path(work_dir)
     cache = ContentCache(work_dir / "ragopt-parse-cache")

@@ -69,9 +69,9 @@ async def ascan(paths: List[Path], config: Optional[RagoptConfig] = None, cache:
 
     A file that fails to parse is a row with its ``error``, and counts nothing.
     """
-    from ragopt.ingest.build import build_rag
-    from ragopt.ingest.parse_pool import LocalParseExecutor, parser_spec
-    from ragopt.ingest.release import arelease_rag
+    from ragopt.engine.build import build_rag
+    from ragopt.engine.parse_pool import LocalParseExecutor, parser_spec
+    from ragopt.engine.release import arelease_rag
 
     config = config or RagoptConfig.from_env()
     cache = cache if cache is not None else ContentCache.from_config(config)

@@ -22,8 +22,8 @@ from ragopt.backends import Backends, make_backends
 from ragopt.cache.content_cache import ContentCache
 from ragopt.compat.raganything import ensure_initialized
 from ragopt.config import RagoptConfig
-from ragopt.ingest.build import RAG_WORKERS, SUPPORTED_EXTENSIONS, build_rag
-from ragopt.ingest.release import arelease_rag
+from ragopt.engine.build import RAG_WORKERS, SUPPORTED_EXTENSIONS, build_rag
+from ragopt.engine.release import arelease_rag
 from ragopt.measure.live import LiveMetrics, published
 from ragopt.measure.recorder import Recorder
 from ragopt.measure.run import Run
@@ -57,7 +57,7 @@ async def _run_entry_point(rag: Any, mode: str, corpus: Path, config: RagoptConf
     output_dir = str(Path(rag.config.parser_output_dir))
     workers = config.max_concurrent_files or RAG_WORKERS
     if mode == "ragopt":
-        from ragopt.ingest.engine import aingest
+        from ragopt.engine.orchestrator import aingest
 
         cache = parse_cache_for(config, Path(rag.working_dir))
         result = await aingest(rag, corpus_files(corpus), config=config, cache=cache, progress=False)

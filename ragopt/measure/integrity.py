@@ -68,8 +68,8 @@ def inspect_knowledge_base(config: Any, working_dir: str | Path, files: List[Pat
     the doc-status check, chunks missing behind processed records, and the graph's signature."""
     from ragopt.aio import run_sync
     from ragopt.compat.raganything import ensure_initialized
-    from ragopt.ingest.build import build_rag
-    from ragopt.ingest.release import arelease_rag
+    from ragopt.engine.build import build_rag
+    from ragopt.engine.release import arelease_rag
     from ragopt.measure.graphs import stored_graph_signature
 
     rag = build_rag(config, working_dir)

@@ -13,7 +13,7 @@ totals but is not billed. A hit of LightRAG's LLM cache never reached the
 model: it costs nothing and is shown as saved tokens and saved cost, at the
 price of the model it would have gone to.
 
-Per-document figures come from where each call came from (``ragopt.ingest.observe``):
+Per-document figures come from where each call came from (``ragopt.engine.observe``):
 extraction and gleaning by the chunk they quote, multimodal calls by the
 document whose task made them; LightRAG's merge summaries serve the whole
 graph, and are listed as shared.

@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from ragopt.ingest.observe import observation
+from ragopt.engine.observe import observation
 from ragopt.measure.run import EXTRACT_KINDS, MULTIMODAL_KINDS, TERMINAL_EVENTS
 from ragopt.resources.rss import MB, RSSMonitor
 

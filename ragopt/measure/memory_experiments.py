@@ -27,9 +27,9 @@ import pandas as pd
 from ragopt.aio import run_sync
 from ragopt.compat.raganything import ensure_initialized
 from ragopt.config import RagoptConfig
-from ragopt.ingest.build import build_rag
-from ragopt.ingest.engine import aingest
-from ragopt.ingest.release import arelease_rag
+from ragopt.engine.build import build_rag
+from ragopt.engine.orchestrator import aingest
+from ragopt.engine.release import arelease_rag
 from ragopt.resources.budget import MemoryBudget
 from ragopt.resources.leaks import LeakCheck
 from ragopt.resources.rss import RSSMonitor, process_tree_rss_mb, settled_rss_mb

@@ -3,7 +3,7 @@
 ``Recorder.attach(rag)`` is the one place it hooks a RAGAnything, so
 RAG-Anything's own entry points and ragopt's engine are measured the same way:
 
-- it listens on the rag's observation layer (``ragopt.ingest.observe``): each
+- it listens on the rag's observation layer (``ragopt.engine.observe``): each
   request the service serves (every retry attempt) and each embedding-model
   call (every micro-batch) is one row; a backend that knows its own plan, busy
   and queue time (the simulator) reports them through ``ragopt.backends.callinfo``;
@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from ragopt.ingest.observe import observation, observed_embedding, observed_llm
+from ragopt.engine.observe import observation, observed_embedding, observed_llm
 from ragopt.measure.run import Run, environment_meta, run_frames
 from ragopt.resources.rss import RSSMonitor
 
@@ -104,7 +104,7 @@ class Recorder:
     def attach(self, rag: Any) -> "Recorder":
         """Observe ``rag``: its model calls, document events, storage flushes and cache lookups.
 
-        Through ``ragopt.ingest.observe``, the layer innermost of every other one
+        Through ``ragopt.engine.observe``, the layer innermost of every other one
         (so each retried attempt is a call of its own); any time before the rag's
         first use, or later on a rag that ``ragopt.optimize`` prepared.
         """

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import psutil
 
-from ragopt.ingest.results import DOC_COLUMNS
+from ragopt.engine.results import DOC_COLUMNS
 
 TERMINAL_EVENTS = {"document_complete": "ok", "document_error": "failed", "document_skipped": "skipped"}
 STAGE_EVENTS = {"parse_complete": "parse_s", "text_insert_complete": "text_s", "multimodal_complete": "multimodal_s"}
@@ -33,7 +33,7 @@ MULTIMODAL_KINDS = {"table", "image", "equation", "modal", "vision"}
 LLM_COLUMNS = (
     "start_s", "end_s", "latency_s", "service_ns", "queue_wait_ns", "planned_ns", "answer_wait_ns", "granted_s", "released_s", "kind",
     "outcome", "prompt_tokens", "completion_tokens", "cached_prompt_tokens", "token_source", "error",
-    "doc_id", "file", "chunk",  # where the call came from (ragopt.ingest.observe); chunk: the text key it quotes
+    "doc_id", "file", "chunk",  # where the call came from (ragopt.engine.observe); chunk: the text key it quotes
     "graph_keys",  # the entities and relations an extraction's answer names
 )
 EMBEDDING_COLUMNS = ["start_s", "end_s", "duration_s", "texts", "tokens"]
@@ -45,7 +45,7 @@ LIMIT_FROM_BUSY = "measured busy"
 
 
 def docs_from_events(events: pd.DataFrame) -> pd.DataFrame:
-    """One row per document that reached a terminal event, in ``ragopt.ingest.results.DOC_COLUMNS``.
+    """One row per document that reached a terminal event, in ``ragopt.engine.results.DOC_COLUMNS``.
 
     A document's processing began at its terminal event minus the duration
     the event reports (RAG-Anything: since ``process_document_complete``

@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 from ragopt.aio import blocking
 from ragopt.config import RagoptConfig
-from ragopt.ingest import engine
+from ragopt.engine import orchestrator
 from ragopt.measure.live import LiveMetrics, published
 from ragopt.measure.live_push import PushPublisher
 from ragopt.resources.budget import MemoryBudget
@@ -87,13 +87,13 @@ def llm_slots(rag: Any, config: RagoptConfig) -> int:
     return simulator_for(config).config.slots if config.uses_simulator else DEFAULT_ENDPOINT_SLOTS
 
 
-@functools.wraps(engine.aingest)
+@functools.wraps(orchestrator.aingest)
 async def aingest(rag: Any, paths: Any, *, config: Optional[RagoptConfig] = None, budget: Optional[MemoryBudget] = None,
                   **options: Any):
     config = config or RagoptConfig.from_env()
     publisher = publisher_for(config)
     if publisher is None:
-        return await engine.aingest(rag, paths, config=config, budget=budget, **options)
+        return await orchestrator.aingest(rag, paths, config=config, budget=budget, **options)
     if budget is None and config.max_memory_mb:
         budget = MemoryBudget(config.max_memory_mb)  # made here, as the engine would, so the page shows the gate
     live = LiveMetrics("ingest", slots=llm_slots(rag, config), stats=getattr(rag, "ragopt_stats", None), budget=budget)
@@ -101,9 +101,9 @@ async def aingest(rag: Any, paths: Any, *, config: Optional[RagoptConfig] = None
         live.attach(rag)
     except RuntimeError as error:  # a rag that can no longer be observed: ingest it anyway
         warnings.warn(f"ENABLE_MONITORING: this ingestion is not shown live ({error})", RuntimeWarning, stacklevel=2)
-        return await engine.aingest(rag, paths, config=config, budget=budget, **options)
+        return await orchestrator.aingest(rag, paths, config=config, budget=budget, **options)
     with published(rag, publisher, live):
-        return await engine.aingest(rag, paths, config=config, budget=budget, **options)
+        return await orchestrator.aingest(rag, paths, config=config, budget=budget, **options)
 
 
 ingest = blocking(aingest)

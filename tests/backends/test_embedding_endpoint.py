@@ -34,9 +34,9 @@ def test_lightrags_own_openai_embedding_binding_gets_minilm_vectors_from_llm_sim
 
 
 def test_an_embeddings_endpoint_is_chosen_by_configuration_alone_and_its_size_probed(server, tmp_path):
-    from ragopt.ingest.build import build_rag
-    from ragopt.ingest.engine import ingest
-    from ragopt.ingest.release import release_rag
+    from ragopt.engine.build import build_rag
+    from ragopt.engine.orchestrator import ingest
+    from ragopt.engine.release import release_rag
 
     config = RagoptConfig(sim_preset="fast", embedding_base_url=server.url + "/v1", embedding_model="all-MiniLM-L6-v2")
     embedding = embedding_for(config)

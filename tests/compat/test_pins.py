@@ -215,7 +215,7 @@ def test_query_embeddings_say_they_are_for_a_query():
     assert 'context="document"' in inspect.getsource(nano.NanoVectorDBStorage.upsert)
 
 
-# -- ragopt.compat.storage_files and ragopt.ingest.repair -------------------------------
+# -- ragopt.compat.storage_files and ragopt.engine.repair -------------------------------
 # Pinned on LightRAG's source (the live names may already be ragopt's replacements).
 
 
@@ -267,14 +267,14 @@ def test_faiss_storage_saves_and_loads_through_two_methods_and_swallows_load_err
 
 
 def test_deletion_reads_what_repair_widens_and_runs_on_the_instances_flush():
-    from ragopt.ingest import repair
+    from ragopt.engine import repair
 
     assert parameters(LightRAG.adelete_by_doc_id)[:3] == ["self", "doc_id", "delete_llm_cache"]
     assert parameters(LightRAG.apipeline_enqueue_documents)[:5] == ["self", "input", "ids", "file_paths", "track_id"]
     source = inspect.getsource(LightRAG.adelete_by_doc_id)
     for needed in ('doc_status_data.get("chunks_list", [])', "await self.full_entities.get_by_id(doc_id)",
                    "await self.full_relations.get_by_id(doc_id)", "await self._insert_done()"):
-        assert needed in source, f"ragopt.ingest.repair relies on adelete_by_doc_id reading {needed!r}"
+        assert needed in source, f"ragopt.engine.repair relies on adelete_by_doc_id reading {needed!r}"
     assert parameters(LightRAG._insert_done)[:1] == ["self"], "ragopt.compat.lightrag.wrap_flush_all"
     from lightrag.constants import GRAPH_FIELD_SEP
 

@@ -19,9 +19,9 @@ from ragopt.backends.parser import parse_file
 from ragopt.cache.content_cache import file_sha256
 from ragopt.compat.raganything import ensure_initialized
 from ragopt.config import RagoptConfig
-from ragopt.ingest.build import build_rag
-from ragopt.ingest.engine import content_doc_id, ingest
-from ragopt.ingest.release import arelease_rag, release_rag
+from ragopt.engine.build import build_rag
+from ragopt.engine.orchestrator import content_doc_id, ingest
+from ragopt.engine.release import arelease_rag, release_rag
 from ragopt.measure.graphs import graph_signature
 from ragopt.measure.workloads import synthetic_corpus
 

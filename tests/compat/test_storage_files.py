@@ -115,9 +115,9 @@ FILES = ["kv_store_text_chunks.json", "kv_store_doc_status.json", "graph_chunk_e
 def knowledge_bases(tmp_path_factory):
     """A knowledge base on LightRAG's default files and one with Faiss vectors, two documents each."""
     from ragopt.config import RagoptConfig
-    from ragopt.ingest.build import build_rag
-    from ragopt.ingest.engine import ingest
-    from ragopt.ingest.release import release_rag
+    from ragopt.engine.build import build_rag
+    from ragopt.engine.orchestrator import ingest
+    from ragopt.engine.release import release_rag
     from ragopt.measure.workloads import synthetic_corpus
 
     corpus = synthetic_corpus(tmp_path_factory.mktemp("corpus"), 2, seed=3, paragraphs_per_doc=1)
@@ -139,8 +139,8 @@ def knowledge_bases(tmp_path_factory):
 def _open(config, kb):
     from ragopt.aio import run_sync
     from ragopt.compat.raganything import ensure_initialized
-    from ragopt.ingest.build import build_rag
-    from ragopt.ingest.release import arelease_rag
+    from ragopt.engine.build import build_rag
+    from ragopt.engine.release import arelease_rag
 
     async def opened():
         rag = build_rag(config, kb)

@@ -15,7 +15,7 @@ from ragopt.aio import run_sync
 from ragopt.compat.raganything import ensure_initialized
 from ragopt.distributed.client import Job, query, submit
 from ragopt.distributed.factory import default_factory
-from ragopt.ingest.release import arelease_rag
+from ragopt.engine.release import arelease_rag
 from ragopt.measure.integrity import doc_status_check, doc_status_records
 from ragopt.measure.workloads import synthetic_corpus
 

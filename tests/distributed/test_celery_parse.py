@@ -18,9 +18,9 @@ import pytest
 from ragopt.aio import run_sync
 from ragopt.config import RagoptConfig
 from ragopt.distributed.executor import CeleryParseExecutor
-from ragopt.ingest.build import build_rag
-from ragopt.ingest.engine import aingest, ingest
-from ragopt.ingest.release import release_rag
+from ragopt.engine.build import build_rag
+from ragopt.engine.orchestrator import aingest, ingest
+from ragopt.engine.release import release_rag
 from ragopt.measure.graphs import compare_graphs, graph_signature
 from ragopt.measure.integrity import inspect_knowledge_base
 from ragopt.measure.workloads import synthetic_corpus

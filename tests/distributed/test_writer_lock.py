@@ -58,8 +58,8 @@ def test_a_writer_cut_off_past_its_lease_has_lost_it(redis_server):
 
 
 def test_a_flush_without_the_lease_is_refused_and_writes_nothing(redis_server, tmp_path):
-    from ragopt.ingest.build import build_rag
-    from ragopt.ingest.release import release_rag
+    from ragopt.engine.build import build_rag
+    from ragopt.engine.release import release_rag
 
     client = redis_client(redis_server.url)
     rag = build_rag(RagoptConfig(sim_preset="fast"), tmp_path, optimized=True)

@@ -150,9 +150,9 @@ def test_ledger_totals_equal_the_simulators_own_counters(tmp_path):
 def test_llm_cache_hits_are_counted_as_saved_tokens(tmp_path):
     """The same text ingested again under another name is answered by LightRAG's LLM cache: zero-cost calls, saved tokens."""
     from ragopt.config import RagoptConfig
-    from ragopt.ingest.build import build_rag
-    from ragopt.ingest.engine import ingest
-    from ragopt.ingest.release import release_rag
+    from ragopt.engine.build import build_rag
+    from ragopt.engine.orchestrator import ingest
+    from ragopt.engine.release import release_rag
     from ragopt.measure.recorder import Recorder
 
     text = "Ada Okafor of Northwind Labs presented new results on solid-state batteries at a workshop in Lisbon.\n"

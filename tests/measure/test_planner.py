@@ -186,9 +186,9 @@ def test_predictions_for_n_and_2n_documents_scale_as_they_should(small_plan, tmp
 
 @pytest.mark.slow
 def test_the_scan_parses_through_the_cache_a_later_ingest_reuses(small_plan):
-    from ragopt.ingest.build import build_rag
-    from ragopt.ingest.engine import ingest
-    from ragopt.ingest.release import release_rag
+    from ragopt.engine.build import build_rag
+    from ragopt.engine.orchestrator import ingest
+    from ragopt.engine.release import release_rag
     from ragopt.measure.workloads import corpus_files
 
     assert not small_plan["plan"].scan["cache_hit"].any()  # the scan parsed each file once

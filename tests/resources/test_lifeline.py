@@ -27,7 +27,7 @@ IDLE_SCRIPT = textwrap.dedent(
     """
     import os, sys, time
     from ragopt.backends.embedding import embedding_worker
-    from ragopt.ingest.parse_pool import OFFLINE, parse_pool
+    from ragopt.engine.parse_pool import OFFLINE, parse_pool
 
     def meet(folder):
         # Returns once two workers are in here at once: both parse workers have started.

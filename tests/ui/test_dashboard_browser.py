@@ -134,9 +134,9 @@ def _compare(page: Dict[str, Any], metrics: Dict[tuple, float], run: Any, moment
 @pytest.mark.slow
 def test_the_page_follows_a_real_ingestion_and_agrees_with_metrics_and_the_recorder(tmp_path):
     from ragopt.backends import make_backends
-    from ragopt.ingest.build import build_rag
-    from ragopt.ingest.engine import ingest
-    from ragopt.ingest.release import release_rag
+    from ragopt.engine.build import build_rag
+    from ragopt.engine.orchestrator import ingest
+    from ragopt.engine.release import release_rag
     from ragopt.measure.recorder import Recorder
 
     driver = _browser()

@@ -20,8 +20,8 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_ingest_as_a_user_calls_it_starts_the_page_and_shows_the_run(tmp_path):
-    from ragopt.ingest.build import build_rag
-    from ragopt.ingest.release import release_rag
+    from ragopt.engine.build import build_rag
+    from ragopt.engine.release import release_rag
 
     config = RagoptConfig(sim_preset="fast", enable_parse_cache=False, enable_monitoring=True, metrics_port=_free_port())
     rag = build_rag(config, tmp_path / "kb", optimized=True)

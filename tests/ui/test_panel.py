@@ -21,8 +21,8 @@ import time
 from raganything.callbacks import ProcessingCallback
 from ragopt import RagoptConfig, watch
 from ragopt.backends import make_backends
-from ragopt.ingest.build import build_rag
-from ragopt.ingest.engine import ingest
+from ragopt.engine.build import build_rag
+from ragopt.engine.orchestrator import ingest
 
 config = RagoptConfig(sim_preset="fast", enable_parse_cache=False)
 backends = make_backends(config)

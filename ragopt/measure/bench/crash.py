@@ -118,16 +118,16 @@ def child(working_dir: Path, corpus: Path, stall_at: Optional[int]) -> int:
 
     from ragopt.backends import make_backends
     from ragopt.config import RagoptConfig
-    from ragopt.ingest.build import build_rag
-    from ragopt.ingest.engine import ingest
-    from ragopt.ingest.release import release_rag
+    from ragopt.engine.build import build_rag
+    from ragopt.engine.orchestrator import ingest
+    from ragopt.engine.release import release_rag
     from ragopt.measure.workloads import corpus_files
 
     class Repairs(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             _tell(f"repaired {record.args[0]}")
 
-    logging.getLogger("ragopt.ingest.repair").addHandler(Repairs(logging.WARNING))
+    logging.getLogger("ragopt.engine.repair").addHandler(Repairs(logging.WARNING))
     writes = _writes_counted(stall_at)
     config = RagoptConfig.from_env()
     backends = make_backends(config)
@@ -258,7 +258,7 @@ def contributions(working_dir: Path) -> Tuple[Dict[str, FrozenSet[str]], Dict[Fr
     """(entity -> its source chunks, relation -> (weight, its source chunks)) of the graph in ``working_dir``."""
     import networkx as nx
 
-    from ragopt.ingest.repair import source_chunks
+    from ragopt.engine.repair import source_chunks
     from ragopt.measure.graphs import graph_file
 
     graph = nx.read_graphml(graph_file(working_dir))

@@ -78,9 +78,9 @@ async def round_trips(executor: Any, files: List[Path], output_dir: Path, cache:
 
 def ingest_once(config: RagoptConfig, files: List[Path], working_dir: Path, executor: Any) -> Dict[str, Any]:
     from ragopt.cache.content_cache import ContentCache
-    from ragopt.ingest.build import build_rag
-    from ragopt.ingest.engine import ingest
-    from ragopt.ingest.release import release_rag
+    from ragopt.engine.build import build_rag
+    from ragopt.engine.orchestrator import ingest
+    from ragopt.engine.release import release_rag
     from ragopt.measure.integrity import inspect_knowledge_base
 
     shutil.rmtree(working_dir, ignore_errors=True)
@@ -105,10 +105,10 @@ def measure(files: List[Path], config: RagoptConfig, scratch: Path, workers: Lis
     from ragopt.cache.content_cache import ContentCache
     from ragopt.distributed.executor import CeleryParseExecutor
     from ragopt.distributed.local import LocalCluster
-    from ragopt.ingest.parse_pool import OFFLINE, LocalParseExecutor, release_parse_pools
+    from ragopt.engine.parse_pool import OFFLINE, LocalParseExecutor, release_parse_pools
     from ragopt.measure.graphs import compare_graphs
 
-    from ragopt.ingest.parse_pool import pool_size
+    from ragopt.engine.parse_pool import pool_size
 
     # Warm-up files outside the corpus, one for each process that will parse (its imports are set-up, not parse time).
     warm = synthetic_corpus(scratch / "warm-up", max(pool_size(OFFLINE), *workers), seed=99, paragraphs_per_doc=1)

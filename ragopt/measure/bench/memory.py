@@ -189,7 +189,7 @@ def _errors(result) -> list:
 
 
 def _build(working_dir: Path):
-    from ragopt.ingest.build import build_rag
+    from ragopt.engine.build import build_rag
 
     # A workspace of its own per instance: without release, LightRAG's shared
     # storage would otherwise hand one cycle's documents to the next.
@@ -218,8 +218,8 @@ def run_soak(docs: int, batch: int, warmup_batches: int, one_store: bool) -> dic
     after it, as a long-running ingestion service would hand each batch's
     knowledge base on: RSS then shows what ragopt itself keeps.
     """
-    from ragopt.ingest.engine import ingest
-    from ragopt.ingest.release import release_rag
+    from ragopt.engine.orchestrator import ingest
+    from ragopt.engine.release import release_rag
     from ragopt.resources.leaks import soak
     from ragopt.measure.workloads import synthetic_corpus
 
@@ -282,8 +282,8 @@ def run_soak(docs: int, batch: int, warmup_batches: int, one_store: bool) -> dic
 
 
 def run_cycles(cycles: int, release: bool) -> dict:
-    from ragopt.ingest.engine import ingest
-    from ragopt.ingest.release import release_rag
+    from ragopt.engine.orchestrator import ingest
+    from ragopt.engine.release import release_rag
     from ragopt.measure.workloads import synthetic_corpus
 
     root = Path(tempfile.mkdtemp(prefix="bench-memory-cycles-"))

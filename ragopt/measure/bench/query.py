@@ -70,9 +70,9 @@ def entry_point(variant: str) -> str:
 
 async def build_knowledge_base(corpus: Path, folder: Path, config: RagoptConfig) -> Dict[str, Any]:
     """Ingest ``corpus`` once (ragopt, fast preset); every variant then queries a copy."""
-    from ragopt.ingest.build import build_rag
-    from ragopt.ingest.engine import aingest
-    from ragopt.ingest.release import arelease_rag
+    from ragopt.engine.build import build_rag
+    from ragopt.engine.orchestrator import aingest
+    from ragopt.engine.release import arelease_rag
 
     fast = config.replace(sim_preset="fast", enable_parse_cache=False)
     rag = build_rag(fast, folder, optimized=True)
@@ -90,7 +90,7 @@ class _Variant:
 
     def __init__(self, variant: str, base: Path, work: Path, config: RagoptConfig):
         from ragopt.backends import make_backends
-        from ragopt.ingest.build import build_rag
+        from ragopt.engine.build import build_rag
         from ragopt.measure.experiments import tuned_baseline_settings
         from ragopt.measure.live import LiveMetrics
         from ragopt.measure.recorder import Recorder
@@ -115,7 +115,7 @@ class _Variant:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
-        from ragopt.ingest.release import arelease_rag
+        from ragopt.engine.release import arelease_rag
 
         self.run = self.recorder.stop()
         self.live.finish()

@@ -1,4 +1,0 @@
-"""The ingestion engine and the optimizations that install into a RAGAnything.
-
-Kept free of imports: parse worker processes import ``ragopt.ingest.parse_pool`` only.
-"""
