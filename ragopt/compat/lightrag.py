@@ -73,6 +73,15 @@ def queue_shutdowns(funcs: Iterable[Any]) -> List[Callable[[], Any]]:
     return found
 
 
+def is_queue_worker(task: "asyncio.Task") -> bool:
+    """Whether ``task`` is a worker (or health check) of a ``priority_limit_async_func_call`` queue.
+
+    Those catch ``CancelledError`` per queued call and carry on until their
+    queue's ``shutdown`` (``queue_shutdowns``) is awaited: cancelling one does not end it.
+    """
+    return getattr(task.get_coro(), "__qualname__", "").startswith("priority_limit_async_func_call.")
+
+
 def _belongs_to_workspace(final_namespace: str, workspace: str) -> bool:
     # shared_storage.get_final_namespace: "ws:namespace", or "namespace" for workspace "".
     if workspace:

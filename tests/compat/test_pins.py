@@ -279,3 +279,24 @@ def test_deletion_reads_what_repair_widens_and_runs_on_the_instances_flush():
     from lightrag.constants import GRAPH_FIELD_SEP
 
     assert repair.SEPARATOR == GRAPH_FIELD_SEP
+
+
+def test_queue_workers_are_known_and_end_with_their_shutdown():
+    """A worker swallows a cancel that races with a queued call (asyncio.wait_for in 3.11) and goes on until
+    its queue's shutdown: the query bench cancels what an ingestion started but these, which the release stops."""
+    async def scenario():
+        async def echo(x):
+            return x
+
+        wrapped = priority_limit_async_func_call(2)(echo)
+        assert await wrapped(1) == 1
+        workers = [t for t in asyncio.all_tasks() if lightrag_compat.is_queue_worker(t)]
+        for shutdown in lightrag_compat.queue_shutdowns([wrapped]):
+            await shutdown()
+        return workers
+
+    workers = asyncio.run(scenario())
+    assert workers, "is_queue_worker no longer recognizes priority_limit_async_func_call's workers"
+    assert all(t.done() for t in workers)
+    source = inspect.getsource(priority_limit_async_func_call)
+    assert "async def worker()" in source and "asyncio.wait_for(queue.get()" in source

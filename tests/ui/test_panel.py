@@ -79,12 +79,16 @@ def test_the_panel_updates_while_ingest_runs_and_leaves_a_static_figure(tmp_path
     updates = [m["content"] for m in messages if m["msg_type"] == "comm_msg" and m["content"]["data"].get("method") == "update"]
     shown_docs = [int(re.search(r"data-key='docs_ok'>(\d+)<", u["data"]["state"]["value"]).group(1))
                   for u in updates if u["comm_id"] == numbers_id and "value" in u["data"]["state"]]
-    points = [len(u["data"]["state"]["_py2js_restyle"]["restyle_data"]["x"][0])
-              for u in updates if u["comm_id"] == figure_id and (u["data"]["state"].get("_py2js_restyle") or {}).get("restyle_data")]
+    # A batch_update of traces alone is a restyle message; with the layout too (K's line, the title), an update.
+    restyles = [(u["data"]["state"].get("_py2js_restyle") or {}).get("restyle_data")
+                or (u["data"]["state"].get("_py2js_update") or {}).get("style_data")
+                for u in updates if u["comm_id"] == figure_id]
+    points = [len(data["x"][0]) for data in restyles if data and "x" in data]
     # Part of the run shown while it went on (the run was held there), then all of it.
     assert 0 < min(n for n in shown_docs if n) < len(files) == shown_docs[-1], shown_docs
     assert shown_docs == sorted(shown_docs)
-    assert len(points) >= 3 and points == sorted(points) and points[-1] > points[0], points  # the charts grew in place
+    assert len(points) >= 3 and points == sorted(points) and points[-1] > points[0], (
+        points, [sorted(u["data"]["state"]) for u in updates if u["comm_id"] == figure_id][:5])  # the charts grew in place
     closed = [m for m in messages if m["msg_type"] == "comm_close" and m["content"]["comm_id"] == figure_id]
     static = [m["content"]["data"]["application/vnd.plotly.v1+json"] for m in messages
               if m["msg_type"] == "display_data" and "application/vnd.plotly.v1+json" in m["content"]["data"]]

@@ -151,6 +151,7 @@ async def measure_variant(variant: str, base: Path, work: Path, config: RagoptCo
         cache = await _cache_figures(idle, answered, work) if answered else {"repeated": 0}
     breakdown["idle"] = _where_the_time_went(idle)
     async with _Variant(variant, base, work / f"{variant}-ingesting", config) as busy:
+        before = asyncio.all_tasks()
         ingestion = asyncio.create_task(busy.ingest(background))
         try:
             await busy.until_ingesting(ingestion)
@@ -158,8 +159,16 @@ async def measure_variant(variant: str, base: Path, work: Path, config: RagoptCo
                 found = await ask(busy.rag, chunk, level, busy=lambda: not ingestion.done())
                 rows += [{**row, "phase": "ingesting"} for row in found]
         finally:
-            ingestion.cancel()
-            await asyncio.gather(ingestion, return_exceptions=True)
+            # Cancelling the ingestion alone leaves the tasks LightRAG started for it running (merges holding
+            # per-entity locks): the next variant's merges of the same entities would wait for those locks
+            # forever. So everything started since goes with it, but the LLM and embedding queues' workers,
+            # which only their shutdown ends (the release does it).
+            from ragopt.compat.lightrag import is_queue_worker
+
+            started = {t for t in asyncio.all_tasks() - before - {asyncio.current_task()} if not is_queue_worker(t)}
+            for task in started:
+                task.cancel()
+            await asyncio.gather(*started, return_exceptions=True)
     breakdown["ingesting"] = _where_the_time_went(busy)
     return {"rows": [{**row, "variant": variant} for row in rows], "cache": cache, "breakdown": breakdown}
 

@@ -29,6 +29,7 @@ const NUMBERS = [
   ["storage_flushes", "storage flushes", "int"],
   ["parse_cache_hits", "parse cache hits (ragopt)", "int"],
   ["llm_cache_hits", "LLM cache hits", "int"],
+  ["llm_cache_misses", "LLM cache misses", "int"],
   ["gate_holds", "memory gate holds", "int"],
   ["elapsed_s", "seconds since start", "float"],
 ];
