@@ -32,8 +32,9 @@ report-full: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/ragopt bench --baseline
 
+# Three workers on two cores: most tests wait on the simulated LLM's latency, not on a core.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 3 --dist loadgroup
 
 # No notebooks, no fresh-process runs, no whole-corpus ingestions: under 2 minutes.
 test-fast: $(STAMP)

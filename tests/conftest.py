@@ -68,3 +68,14 @@ def redis_server(tmp_path):
     server = RedisServer(tmp_path).start()
     yield server
     server.stop()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``make test`` runs ``-n 3 --dist loadgroup``), a module's tests share a worker, and
+    its module-scoped runs are made once; the notebooks, independent of each other, spread over the workers,
+    but those that read the one report build (``report_06``)."""
+    for item in items:
+        if "report_06" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("report_06"))
+        elif item.path.name != "test_notebooks.py":
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

