@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import time
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ragopt.backends import callinfo
 from ragopt.compat.lightrag import cached_llm_exchange
@@ -140,6 +140,8 @@ class Observation:
 
     def __init__(self, rag: Any):
         self.listeners: List[Any] = []
+        self._callback_manager = rag.callback_manager
+        self._callbacks: Dict[int, Any] = {}  # id(listener) -> the RAG-Anything callback it added
         rag.llm_model_func = observed_llm(rag.llm_model_func, self.listeners)
         if rag.vision_model_func is not None:
             rag.vision_model_func = observed_llm(rag.vision_model_func, self.listeners)
@@ -147,13 +149,22 @@ class Observation:
         rag.callback_manager.register(_document_callback())
         after_initialization(rag, lambda: self._observe_storages(rag))
 
-    def add(self, listener: Any) -> None:
-        if listener not in self.listeners:
-            self.listeners.append(listener)
+    def add(self, listener: Any, callback: Any = None) -> None:
+        """Feed ``listener`` the rag's calls; ``callback`` (a RAG-Anything ProcessingCallback) gets its
+        document events until ``remove``."""
+        if listener in self.listeners:
+            return
+        self.listeners.append(listener)
+        if callback is not None:
+            self._callbacks[id(listener)] = callback
+            self._callback_manager.register(callback)
 
     def remove(self, listener: Any) -> None:
         if listener in self.listeners:
             self.listeners.remove(listener)
+        callback = self._callbacks.pop(id(listener), None)
+        if callback is not None:
+            self._callback_manager.unregister(callback)
 
     def _observe_storages(self, rag: Any) -> None:
         from lightrag.base import StorageNameSpace

@@ -98,7 +98,7 @@ class InFlight:
             storage = await kv_namespace(lightrag, NAMESPACE)
             record = await storage.get_by_id(KEY)
             journal = lightrag.__dict__["_ragopt_in_flight"] = cls(rag, storage, set((record or {}).get("doc_ids", [])))
-            wrap_flush_all(lightrag, lambda flush: functools.partial(journal._flushing, flush))
+            wrap_flush_all(lightrag, lambda flush: functools.partial(journal.around_flush, flush))
         return journal
 
     async def _save(self) -> None:
@@ -114,7 +114,7 @@ class InFlight:
             self.doc_ids |= started
             await self._save()
 
-    async def _flushing(self, flush: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    async def around_flush(self, flush: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """LightRAG's full flush; the documents complete before it began then come off the list."""
         if self.repairing:
             return  # adelete_by_doc_id flushes after every deletion; repair flushes once, after all of them

@@ -90,7 +90,6 @@ class LiveMetrics:
         self._ended: Optional[float] = None
         self._in_flight_docs: set = set()
         self._docs_window, self._tokens_window = _Window(), _Window()
-        self._callbacks: Dict[int, Any] = {}
         self._monitor = RSSMonitor(interval_s=sample_interval_s)
 
         self.registry = registry = CollectorRegistry(auto_describe=False)
@@ -146,16 +145,11 @@ class LiveMetrics:
 
     def attach(self, rag: Any) -> "LiveMetrics":
         """Listen to ``rag``: its model calls, flushes and cache lookups, and its document events."""
-        observation(rag).add(self)
-        self._callbacks[id(rag)] = callback = _callback(self)
-        rag.callback_manager.register(callback)
+        observation(rag).add(self, _callback(self))
         return self
 
     def detach(self, rag: Any) -> None:
         observation(rag).remove(self)
-        callback = self._callbacks.pop(id(rag), None)
-        if callback is not None:
-            rag.callback_manager.unregister(callback)
 
     # -- what the observation layer reports ------------------------------------
     def llm_call(self, start_ns: int, end_ns: int, info: Dict[str, Any], error: Optional[BaseException]) -> None:

@@ -67,7 +67,6 @@ class Recorder:
         self._rows: Dict[str, List[dict]] = {"llm": [], "embed": [], "flush": [], "event": [], "cache_hit": []}
         self._chunks: Dict[str, dict] = {}  # text key -> the document LightRAG stored the chunk for
         self._counts: Dict[str, int] = {}
-        self._callbacks: Dict[int, Any] = {}
         self.caches: Dict[str, Dict[str, Any]] = {}
         self._monitor = RSSMonitor(interval_s=sample_interval_s)
         self._t0: Optional[float] = None
@@ -108,17 +107,12 @@ class Recorder:
         (so each retried attempt is a call of its own); any time before the rag's
         first use, or later on a rag that ``ragopt.optimize`` prepared.
         """
-        observation(rag).add(self)
-        self._callbacks[id(rag)] = callback = _callback_class(self)()
-        rag.callback_manager.register(callback)
+        observation(rag).add(self, _callback_class(self)())
         return self
 
     def detach(self, rag: Any) -> None:
         """Stop observing ``rag``."""
         observation(rag).remove(self)
-        callback = self._callbacks.pop(id(rag), None)
-        if callback is not None:
-            rag.callback_manager.unregister(callback)
 
     def wrap_llm(self, func: Callable) -> Callable:
         """``func`` observed by this Recorder alone (the same layer ``attach`` installs)."""
