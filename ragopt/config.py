@@ -171,6 +171,9 @@ class RagoptConfig:
     """The micro-batcher encodes queries' texts before the document texts waiting (a query waits for one batch at most)."""
     query_embedding_memo: bool = _env("RAGOPT_QUERY_EMBEDDING_MEMO", _parse_bool, True)
     """A query text is encoded once (RAG-Anything retrieves twice per question, embedding the same texts)."""
+    queries_skip_vector_backlog: bool = _env("RAGOPT_QUERIES_SKIP_VECTOR_BACKLOG", _parse_bool, True)
+    """With write-behind vectors, a vector search reads the vectors stored so far instead of waiting until the
+    ingestion's pending writes are embedded; every write is stored by the ingest's flush."""
 
     # Parsing
     parser: Optional[str] = _env("RAGOPT_PARSER", _optional(str), None)

@@ -193,6 +193,7 @@ LISTED = {
     "RAGOPT_VERSIONED_QUERY_CACHE": ("false", lambda c, t: "versioned_query_cache" in _optimized(c, t).ragopt_installed, False),
     "RAGOPT_QUERY_EMBEDDINGS_FIRST": ("false", lambda c, t: _optimized(c, t).embedding_func.func.queries_first, False),
     "RAGOPT_QUERY_EMBEDDING_MEMO": ("false", lambda c, t: _optimized(c, t).embedding_func.func.query_memo, False),
+    "RAGOPT_QUERIES_SKIP_VECTOR_BACKLOG": ("false", lambda c, t: _vector_search_drains(c, t), True),
     "ENABLE_MONITORING": ("true", lambda c, t: _publishes(c), True),
     "METRICS_PORT": ("9191", lambda c, t: _dashboard_port(c), 9191),
     "RAGOPT_PARSER": ("standin_parser:StandInParser", lambda c, t: type(_optimized(c, t).doc_parser).__name__, "StandInParser"),
@@ -259,6 +260,24 @@ def _writer_lock(config):
     from ragopt.distributed.lock import WriterLock
 
     return WriterLock(redis_client("redis://127.0.0.1:1/0"), "kb", "node|1|x", config.writer_lease_s)  # connects lazily
+
+
+def _vector_search_drains(config, tmp_path):
+    """Whether the initialized rag's entity vector search first drains the write-behind buffer."""
+    import asyncio
+
+    from ragopt.compat.raganything import ensure_initialized
+    from ragopt.engine.release import arelease_rag
+
+    async def look():
+        rag = _optimized(config, tmp_path)
+        await ensure_initialized(rag)
+        try:
+            return rag.lightrag.entities_vdb.query.__name__ == "drained_first"
+        finally:
+            await arelease_rag(rag)
+
+    return asyncio.run(look())
 
 
 def _bucket_rate(rag, name):

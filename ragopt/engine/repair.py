@@ -93,11 +93,11 @@ class InFlight:
     async def of(cls, rag: Any) -> "InFlight":
         """The rag's record (one per LightRAG instance), read from the knowledge base the first time."""
         lightrag = rag.lightrag
-        journal = lightrag.__dict__.get("_ragopt_in_flight")
+        journal = getattr(lightrag, "ragopt_in_flight", None)
         if journal is None:
             storage = await kv_namespace(lightrag, NAMESPACE)
             record = await storage.get_by_id(KEY)
-            journal = lightrag.__dict__["_ragopt_in_flight"] = cls(rag, storage, set((record or {}).get("doc_ids", [])))
+            journal = lightrag.ragopt_in_flight = cls(rag, storage, set((record or {}).get("doc_ids", [])))
             wrap_flush_all(lightrag, lambda flush: functools.partial(journal.around_flush, flush))
         return journal
 

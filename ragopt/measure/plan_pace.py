@@ -3,10 +3,14 @@
 The stages are the LLM slots (work: service seconds), the embedding worker
 (work: texts) and the parse workers (work: parse seconds). The stage whose
 work took the sample longest at its nominal capacity (K slots, one embedding
-worker, the parse workers) bound it; its steady pace (work per wall second
-while 20-80% of it was done; the two halves give the spread) is measured,
-and the rest of the sample's wall time is overhead (start, drain, last
-flush). ``ModeFit.capacity`` gives any stage's rate under other settings.
+worker, the parse workers) bound it. Its pace is its work over its span,
+from its first call's start to its last call's end: that span holds the
+stage's gaps as well as its busy time (in a sequential mode the other
+stages run in those gaps), and unlike a pace read from call end times it
+is not thrown by a few large batched calls. The rest of the sample's wall
+time is overhead (start before the stage's first call, the last flush after
+it). The spread: the pace of the first and of the second half of its work.
+``ModeFit.capacity`` gives any stage's rate under other settings.
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ class ModeFit:
     bound: str
     """The stage whose work took the sample longest at its nominal capacity (K slots, one embedder, the parse workers)."""
     pace: Tuple[float, float, float]
-    """The bound stage's work per wall second in its steady state (20-80% of its work), and its two halves' lo, hi."""
+    """The bound stage's work per wall second over its span (first call's start to last call's end), and its halves' lo, hi."""
     overhead_s: float
     """The sample's wall time outside its bounding stage: start, drain, last flush."""
     texts_points: Tuple[np.ndarray, np.ndarray]
@@ -83,22 +87,28 @@ class ModeFit:
         return (float(slots if scales_with_slots else min(slots, self.max_in_flight)),) * 3
 
 
-def steady_pace(ends: pd.Series, amounts: pd.Series) -> Tuple[float, float, float]:
-    """(rate, lo, hi): work done per wall second between 20% and 80% of all of it, and the rates of its two halves."""
-    order = np.argsort(ends.to_numpy())
-    t, done = ends.to_numpy()[order], np.cumsum(amounts.to_numpy(dtype=float)[order])
-    total = done[-1] if len(done) else 0.0
-    if total <= 0 or len(done) < 3:
+def span_pace(calls: pd.DataFrame, amounts: pd.Series) -> Tuple[float, float, float]:
+    """(rate, lo, hi): work per wall second over the calls' span, and over the spans of its two halves.
+
+    A half is the calls in start order up to (from) half the work; its span
+    runs from its first start to its last end.
+    """
+    order = np.argsort(calls["start_s"].to_numpy(), kind="stable")
+    starts, ends = calls["start_s"].to_numpy()[order], calls["end_s"].to_numpy()[order]
+    work = amounts.to_numpy(dtype=float)[order]
+    total = work.sum()
+    if total <= 0 or len(work) < 2:
         return math.nan, math.nan, math.nan
+    first = np.cumsum(work) <= total / 2
+    first[0] = True  # each half has a call
+    if first.all():
+        first[-1] = False
 
-    def at(share: float) -> float:
-        return float(t[min(np.searchsorted(done, share * total), len(t) - 1)])
+    def rate(picked: np.ndarray) -> float:
+        span = float(ends[picked].max() - starts[picked].min())
+        return float(work[picked].sum()) / span if span > 0 else math.nan
 
-    def rate(a: float, b: float) -> float:
-        span = at(b) - at(a)
-        return (b - a) * total / span if span > 0 else math.nan
-
-    rates = [r for r in (rate(0.2, 0.8), rate(0.2, 0.5), rate(0.5, 0.8)) if not math.isnan(r)]
+    rates = [r for r in (rate(np.ones_like(first)), rate(first), rate(~first)) if not math.isnan(r)]
     return (rates[0], min(rates), max(rates)) if rates else (math.nan, math.nan, math.nan)
 
 
@@ -112,11 +122,11 @@ def fit_mode(run: Any, doc_units: Dict[str, float], sample_parse_s: float, parse
     wall = float(run.meta.get("wall_s") or 0.0)
     nominal = {"LLM slots": float(service.sum()) / slots, "embedding": embed_busy, "parse": sample_parse_s / parse_workers}
     bound = max(nominal, key=nominal.get)
-    pace = {"LLM slots": lambda: steady_pace(calls["end_s"], service),
-            "embedding": lambda: steady_pace(embed["end_s"], embed["texts"]),
+    pace = {"LLM slots": lambda: span_pace(calls, service),
+            "embedding": lambda: span_pace(embed, embed["texts"]),
             "parse": lambda: (float(parse_workers),) * 3}[bound]()
     work = {"LLM slots": float(service.sum()), "embedding": texts, "parse": sample_parse_s}[bound]
-    if math.isnan(pace[0]) or pace[0] <= 0:  # too little work for a steady state: its nominal capacity
+    if math.isnan(pace[0]) or pace[0] <= 0:  # too few calls for a span: its nominal capacity
         pace = (work / nominal[bound],) * 3 if nominal[bound] else (1.0,) * 3
     max_in_flight = int(run.llm_slots_in_use()["in_flight"].max()) if len(calls) else slots
     return ModeFit(

@@ -19,6 +19,10 @@ class _Storage:
         await self.release.wait()
         self.data.update(data)
 
+    async def delete(self, ids):
+        for id_ in ids:
+            self.data.pop(id_, None)
+
 
 async def test_the_version_moves_on_at_each_write_and_is_unknown_during_one():
     version, storage = KnowledgeBaseVersion(), _Storage()
@@ -65,6 +69,22 @@ async def test_a_query_started_during_a_write_is_not_cached():
     storage.release.set()
     await writing
     assert seen == [None] and stats["uncached_queries"] == 1
+
+
+async def test_with_write_behind_a_vector_write_moves_the_version_when_it_reaches_the_storage():
+    """A search that skips the write-behind backlog reads the version it keys by: a pending write has not
+    moved it, and applying the write does, so an answer computed without the write is not found after it."""
+    from ragopt.engine.writebehind import VectorWriteBehind
+
+    version, storage = KnowledgeBaseVersion(), _Storage()
+    storage.release.set()
+    version.watch(storage)  # in the registry's order: the version first, write-behind on top
+    buffer = VectorWriteBehind(storage, queries_wait=False).install()
+    at_start = version.current()
+    await storage.upsert({"ent-a": {"content": "a"}})  # queued only
+    assert storage.data == {} and version.current() == at_start
+    await buffer.drain()
+    assert storage.data and version.current() not in (None, at_start)
 
 
 def test_multimodal_keys_keep_their_prefix_and_change_with_the_data():

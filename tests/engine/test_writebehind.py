@@ -45,6 +45,9 @@ class FakeVectorStorage:
     async def get_by_id(self, id_):
         return self.rows.get(id_)
 
+    async def query(self, text, top_k=5):
+        return sorted(key for key, content in self.rows.items() if text in content)[:top_k]
+
     async def index_done_callback(self):
         self.flushed.append(dict(self.rows))
         return True
@@ -99,6 +102,25 @@ def test_a_read_sees_the_write_before_it():
         return await storage.get_by_id("ent-a")
 
     assert run(scenario()) == "second"
+
+
+def test_a_vector_search_reads_what_is_stored_without_waiting_for_the_backlog_unless_told_to():
+    async def scenario(queries_wait):
+        storage = FakeVectorStorage()
+        VectorWriteBehind(storage, queries_wait=queries_wait).install()
+        await storage.upsert({"ent-old": {"content": "alpha, stored"}})
+        await storage.index_done_callback()
+        for step in range(40):  # a backlog: queued without a pause, so no drain has run yet
+            await storage.upsert({f"ent-{step}": {"content": f"alpha {step}"}})
+        found = await storage.query("alpha", top_k=100)
+        await storage.index_done_callback()
+        return found, await storage.query("alpha", top_k=100)
+
+    found, after_flush = run(scenario(queries_wait=False))
+    assert found == ["ent-old"]  # what is stored, the backlog not embedded first
+    assert len(after_flush) == 41  # the flush stored every write
+    found, _ = run(scenario(queries_wait=True))
+    assert len(found) == 41  # read-your-writes: the search drained first
 
 
 def test_a_flush_is_not_held_up_by_writes_that_keep_coming():

@@ -17,9 +17,11 @@ At each concurrency level N clients ask distinct questions (modes naive,
 local, global, hybrid, mix in turn), 2 x N of them (at least ``--min-queries``),
 first idle, then while the variant's own entry point ingests
 ``--background-docs`` generated documents into the same knowledge base
-(RAG-Anything's ``process_folder_complete``, ragopt's ``ingest``); a query
-counts as "ingesting" only if the ingestion was still running when it was
-answered (the share is printed). P50/P95/P99 latency and queries/min per
+(RAG-Anything's ``process_folder_complete``, ragopt's ``ingest``), a fresh
+set and ingestion at each level, stopped when the level's questions are
+answered; a query counts as "ingesting" only if the ingestion was still
+running when it was answered (the share is printed), and the LLM calls the
+ingestion made meanwhile show how much it did. P50/P95/P99 latency and queries/min per
 level; where the time goes (queue wait of the query's LLM calls, embedding
 call time). The answer cache is reported apart: repeated questions, and
 how many answers were served stale after a new document came in.
@@ -53,7 +55,7 @@ from ragopt.measure.workloads import SAMPLE_CORPUS, corpus_files, synthetic_corp
 VARIANTS = ("raganything", "raganything_tuned", "ragopt")
 ENTRY_POINTS = {"raganything": "rag_folder", "raganything_tuned": "rag_folder_tuned", "ragopt": "ragopt"}
 # The query optimizations of ragopt, each measured off in a variant of its own (config fields).
-QUERY_SWITCHES = ("query_embeddings_first", "query_embedding_memo", "versioned_query_cache")
+QUERY_SWITCHES = ("query_embeddings_first", "query_embedding_memo", "versioned_query_cache", "queries_skip_vector_backlog")
 REPEATS = 5  # questions asked again for the cache figures
 
 
@@ -130,10 +132,39 @@ class _Variant:
 
         await _run_entry_point(self.rag, entry_point(self.variant), folder, self.config, self.recorder)
 
-    async def until_ingesting(self, task: asyncio.Task) -> None:
-        """Wait until the background ingestion makes LLM calls (nothing else does yet)."""
-        while not task.done() and not self.live.llm_calls():
-            await asyncio.sleep(0.1)
+    def ingestion_calls(self) -> float:
+        """LLM calls so far that no query made: the background ingestion's."""
+        return self.live.llm_calls() - self.live.llm_calls("query") - self.live.llm_calls("keywords")
+
+    async def ask_while_ingesting(self, folder: Path, asked: List[str], level: int) -> List[Dict[str, Any]]:
+        """Ingest ``folder`` in the background, ask once it makes LLM calls, then stop it.
+
+        Each level gets an ingestion of its own, so every level is measured
+        while one runs (one ingestion for all of them ended before the later levels).
+        """
+        from ragopt.compat.lightrag import is_queue_worker
+
+        before, calls_before = asyncio.all_tasks(), self.ingestion_calls()
+        ingestion = asyncio.create_task(self.ingest(folder))
+        try:
+            while not ingestion.done() and self.ingestion_calls() == calls_before:
+                await asyncio.sleep(0.1)
+            calls_at_start = self.ingestion_calls()
+            found = await ask(self.rag, asked, level, busy=lambda: not ingestion.done())
+            calls = self.ingestion_calls() - calls_at_start
+        finally:
+            # The ingestion first, alone, so it stops the way a cancelled ingest does (ragopt's asks LightRAG's
+            # run to stop and writes what is done; LightRAG's cleanups, which release its pipeline's busy flag,
+            # must not be cancelled a second time). Then what LightRAG started for it and left running (merges
+            # holding per-entity locks the next ingestion would wait for), but the LLM and embedding queues'
+            # workers, which only their shutdown ends (the release does it).
+            ingestion.cancel()
+            await asyncio.gather(ingestion, return_exceptions=True)
+            left = {t for t in asyncio.all_tasks() - before - {asyncio.current_task()} if not is_queue_worker(t)}
+            for task in left:
+                task.cancel()
+            await asyncio.gather(*left, return_exceptions=True)
+        return [{**row, "phase": "ingesting", "ingestion_llm_calls": calls} for row in found]
 
 
 async def measure_variant(variant: str, base: Path, work: Path, config: RagoptConfig, levels: List[int],
@@ -151,26 +182,20 @@ async def measure_variant(variant: str, base: Path, work: Path, config: RagoptCo
         cache = await _cache_figures(idle, answered, work) if answered else {"repeated": 0}
     breakdown["idle"] = _where_the_time_went(idle)
     async with _Variant(variant, base, work / f"{variant}-ingesting", config) as busy:
-        before = asyncio.all_tasks()
-        ingestion = asyncio.create_task(busy.ingest(background))
-        try:
-            await busy.until_ingesting(ingestion)
-            for level, chunk in zip(levels, slices(asked, sizes)):
-                found = await ask(busy.rag, chunk, level, busy=lambda: not ingestion.done())
-                rows += [{**row, "phase": "ingesting"} for row in found]
-        finally:
-            # Cancelling the ingestion alone leaves the tasks LightRAG started for it running (merges holding
-            # per-entity locks): the next variant's merges of the same entities would wait for those locks
-            # forever. So everything started since goes with it, but the LLM and embedding queues' workers,
-            # which only their shutdown ends (the release does it).
-            from ragopt.compat.lightrag import is_queue_worker
-
-            started = {t for t in asyncio.all_tasks() - before - {asyncio.current_task()} if not is_queue_worker(t)}
-            for task in started:
-                task.cancel()
-            await asyncio.gather(*started, return_exceptions=True)
+        for level, chunk in zip(levels, slices(asked, sizes)):
+            rows += await busy.ask_while_ingesting(background_folder(background, level), chunk, level)
     breakdown["ingesting"] = _where_the_time_went(busy)
     return {"rows": [{**row, "variant": variant} for row in rows], "cache": cache, "breakdown": breakdown}
+
+
+def background_folder(background: Path, level: int) -> Path:
+    return background / f"c{level}"
+
+
+def write_background(background: Path, levels: List[int], documents: int, **shape: Any) -> None:
+    """Distinct generated documents for each level's ingestion (the same for every variant)."""
+    for level in levels:
+        synthetic_corpus(background_folder(background, level), documents, seed=1000 + level, **shape)
 
 
 async def _cache_figures(variant: _Variant, answered: List[str], work: Path) -> Dict[str, Any]:
@@ -264,11 +289,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.smoke:
         config, levels, args.min_queries = config.replace(sim_preset="fast"), [1, 20], 1
         variants = [v for v in variants if v in ("raganything", "ragopt")]
-        corpus = work / "smoke-corpus"
+        corpus, args.background_docs = work / "smoke-corpus", 3
         synthetic_corpus(corpus, 2, seed=1, paragraphs_per_doc=2)
-        synthetic_corpus(background, 3, seed=2, paragraphs_per_doc=2)
+        write_background(background, levels, args.background_docs, paragraphs_per_doc=2)
     else:
-        synthetic_corpus(background, args.background_docs, seed=2)
+        write_background(background, levels, args.background_docs)
     if args.preset:
         config = config.replace(sim_preset=args.preset)
 
@@ -279,14 +304,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         return built, {v: await measure_variant(v, base, work, config, levels, args.min_queries, background) for v in variants}
 
     built, results = asyncio.run(everything())
-    table = latency_table([row for r in results.values() for row in r["rows"]], by=("variant", "phase", "concurrency"))
+    rows = [row for r in results.values() for row in r["rows"]]
+    keys = ["variant", "phase", "concurrency"]
+    ingested = pd.DataFrame(rows).groupby(keys, as_index=False)["ingestion_llm_calls"].max()
+    table = latency_table(rows, by=keys).merge(ingested, on=keys, how="left")
     simulated = config.uses_simulator
     backend = f"SIMULATED LLM service, preset {config.sim_preset}" if simulated else f"endpoint {config.llm_base_url}"
 
     if simulated:
         print(f"Figures measured on the SIMULATED LLM service (preset {config.sim_preset}).")
     print(f"knowledge base: {args.knowledge_base or corpus} ({built['documents']} documents, built in {built['built_s']:.0f} s, not timed below); "
-          f"background ingestion: {args.background_docs if not args.smoke else 3} generated documents")
+          f"background ingestion: {args.background_docs} generated documents per level, a fresh ingestion at each level "
+          f"(ingestion_llm_calls: the LLM calls it made while the level's questions were asked)")
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table.round(3).to_string(index=False))
     print("\nwhere the query time went (per variant and phase):")
