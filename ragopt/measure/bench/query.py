@@ -17,11 +17,11 @@ At each concurrency level N clients ask distinct questions (modes naive,
 local, global, hybrid, mix in turn), 2 x N of them (at least ``--min-queries``),
 first idle, then while the variant's own entry point ingests
 ``--background-docs`` generated documents into the same knowledge base
-(RAG-Anything's ``process_folder_complete``, ragopt's ``ingest``), a fresh
-set and ingestion at each level, stopped when the level's questions are
-answered; a query counts as "ingesting" only if the ingestion was still
-running when it was answered (the share is printed), and the LLM calls the
-ingestion made meanwhile show how much it did. P50/P95/P99 latency and queries/min per
+(RAG-Anything's ``process_folder_complete``, ragopt's ``ingest``), stopped
+when the last level's questions are answered; a query counts as "ingesting"
+only if the ingestion was still running when it was answered (the share is
+printed), and the LLM calls the ingestion made during each level show how
+much it did. P50/P95/P99 latency and queries/min per
 level; where the time goes (queue wait of the query's LLM calls, embedding
 call time). The answer cache is reported apart: repeated questions, and
 how many answers were served stale after a new document came in.
@@ -54,8 +54,9 @@ from ragopt.measure.workloads import SAMPLE_CORPUS, corpus_files, synthetic_corp
 
 VARIANTS = ("raganything", "raganything_tuned", "ragopt")
 ENTRY_POINTS = {"raganything": "rag_folder", "raganything_tuned": "rag_folder_tuned", "ragopt": "ragopt"}
-# The query optimizations of ragopt, each measured off in a variant of its own (config fields).
-QUERY_SWITCHES = ("query_embeddings_first", "query_embedding_memo", "versioned_query_cache", "queries_skip_vector_backlog")
+# The query optimizations of ragopt, each measured off in a variant of its own (config fields; off: False, or 0).
+QUERY_SWITCHES = ("query_embeddings_first", "embedding_batch_while_queried", "query_embedding_memo", "versioned_query_cache",
+                  "queries_skip_vector_backlog")
 REPEATS = 5  # questions asked again for the cache figures
 
 
@@ -136,35 +137,34 @@ class _Variant:
         """LLM calls so far that no query made: the background ingestion's."""
         return self.live.llm_calls() - self.live.llm_calls("query") - self.live.llm_calls("keywords")
 
-    async def ask_while_ingesting(self, folder: Path, asked: List[str], level: int) -> List[Dict[str, Any]]:
-        """Ingest ``folder`` in the background, ask once it makes LLM calls, then stop it.
-
-        Each level gets an ingestion of its own, so every level is measured
-        while one runs (one ingestion for all of them ended before the later levels).
-        """
+    async def ask_while_ingesting(self, folder: Path, levels: List[int], asked: List[List[str]]) -> List[Dict[str, Any]]:
+        """Ingest ``folder`` in the background, ask each level's questions once it makes LLM calls, then stop it."""
         from ragopt.compat.lightrag import is_queue_worker
 
-        before, calls_before = asyncio.all_tasks(), self.ingestion_calls()
+        rows: List[Dict[str, Any]] = []
+        before = asyncio.all_tasks()
         ingestion = asyncio.create_task(self.ingest(folder))
         try:
-            while not ingestion.done() and self.ingestion_calls() == calls_before:
+            while not ingestion.done() and not self.ingestion_calls():
                 await asyncio.sleep(0.1)
-            calls_at_start = self.ingestion_calls()
-            found = await ask(self.rag, asked, level, busy=lambda: not ingestion.done())
-            calls = self.ingestion_calls() - calls_at_start
+            for level, chunk in zip(levels, asked):
+                calls_before = self.ingestion_calls()
+                found = await ask(self.rag, chunk, level, busy=lambda: not ingestion.done())
+                calls = self.ingestion_calls() - calls_before
+                rows += [{**row, "phase": "ingesting", "ingestion_llm_calls": calls} for row in found]
         finally:
             # The ingestion first, alone, so it stops the way a cancelled ingest does (ragopt's asks LightRAG's
-            # run to stop and writes what is done; LightRAG's cleanups, which release its pipeline's busy flag,
-            # must not be cancelled a second time). Then what LightRAG started for it and left running (merges
-            # holding per-entity locks the next ingestion would wait for), but the LLM and embedding queues'
-            # workers, which only their shutdown ends (the release does it).
+            # run to stop and writes what is done; cleanups in LightRAG's finally blocks must not be cancelled
+            # a second time). Then what LightRAG started for it and left running (merges holding per-entity
+            # locks the next variant's merges would wait for), but the LLM and embedding queues' workers,
+            # which only their shutdown ends (the release does it).
             ingestion.cancel()
             await asyncio.gather(ingestion, return_exceptions=True)
             left = {t for t in asyncio.all_tasks() - before - {asyncio.current_task()} if not is_queue_worker(t)}
             for task in left:
                 task.cancel()
             await asyncio.gather(*left, return_exceptions=True)
-        return [{**row, "phase": "ingesting", "ingestion_llm_calls": calls} for row in found]
+        return rows
 
 
 async def measure_variant(variant: str, base: Path, work: Path, config: RagoptConfig, levels: List[int],
@@ -182,20 +182,9 @@ async def measure_variant(variant: str, base: Path, work: Path, config: RagoptCo
         cache = await _cache_figures(idle, answered, work) if answered else {"repeated": 0}
     breakdown["idle"] = _where_the_time_went(idle)
     async with _Variant(variant, base, work / f"{variant}-ingesting", config) as busy:
-        for level, chunk in zip(levels, slices(asked, sizes)):
-            rows += await busy.ask_while_ingesting(background_folder(background, level), chunk, level)
+        rows += await busy.ask_while_ingesting(background, levels, slices(asked, sizes))
     breakdown["ingesting"] = _where_the_time_went(busy)
     return {"rows": [{**row, "variant": variant} for row in rows], "cache": cache, "breakdown": breakdown}
-
-
-def background_folder(background: Path, level: int) -> Path:
-    return background / f"c{level}"
-
-
-def write_background(background: Path, levels: List[int], documents: int, **shape: Any) -> None:
-    """Distinct generated documents for each level's ingestion (the same for every variant)."""
-    for level in levels:
-        synthetic_corpus(background_folder(background, level), documents, seed=1000 + level, **shape)
 
 
 async def _cache_figures(variant: _Variant, answered: List[str], work: Path) -> Dict[str, Any]:
@@ -271,7 +260,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--preset", default=None, help="simulator latency preset (default RAGOPT_SIM_PRESET, else default)")
     parser.add_argument("--levels", default="1,5,10,20", help="concurrency levels, comma-separated")
     parser.add_argument("--min-queries", type=int, default=10, help="questions per level at least (else 2 x concurrency)")
-    parser.add_argument("--background-docs", type=int, default=60, help="generated documents ingested while querying")
+    parser.add_argument("--background-docs", type=int, default=100, help="generated documents ingested while querying")
     parser.add_argument("--variants", default=",".join(VARIANTS + tuple(f"ragopt_without_{s}" for s in QUERY_SWITCHES)))
     parser.add_argument("--work-dir", help="knowledge bases go here (default: a fresh temporary folder)")
     parser.add_argument("--knowledge-base", help="a working dir ingested before (its copy is queried): skips ingesting --corpus")
@@ -291,9 +280,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         variants = [v for v in variants if v in ("raganything", "ragopt")]
         corpus, args.background_docs = work / "smoke-corpus", 3
         synthetic_corpus(corpus, 2, seed=1, paragraphs_per_doc=2)
-        write_background(background, levels, args.background_docs, paragraphs_per_doc=2)
+        synthetic_corpus(background, args.background_docs, seed=2, paragraphs_per_doc=2)
     else:
-        write_background(background, levels, args.background_docs)
+        synthetic_corpus(background, args.background_docs, seed=2)
     if args.preset:
         config = config.replace(sim_preset=args.preset)
 
@@ -314,7 +303,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if simulated:
         print(f"Figures measured on the SIMULATED LLM service (preset {config.sim_preset}).")
     print(f"knowledge base: {args.knowledge_base or corpus} ({built['documents']} documents, built in {built['built_s']:.0f} s, not timed below); "
-          f"background ingestion: {args.background_docs} generated documents per level, a fresh ingestion at each level "
+          f"background ingestion: {args.background_docs} generated documents "
           f"(ingestion_llm_calls: the LLM calls it made while the level's questions were asked)")
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table.round(3).to_string(index=False))
