@@ -42,13 +42,6 @@ def _parse_positive_int(raw: str) -> int:
     return value
 
 
-def _parse_non_negative_int(raw: str) -> int:
-    value = int(raw)
-    if value < 0:
-        raise ValueError("expected an integer >= 0")
-    return value
-
-
 def _parse_positive_float(raw: str) -> float:
     value = float(raw)
     if not value > 0:
@@ -176,9 +169,6 @@ class RagoptConfig:
     """How long the micro-batcher waits for more texts before it sends a batch."""
     query_embeddings_first: bool = _env("RAGOPT_QUERY_EMBEDDINGS_FIRST", _parse_bool, True)
     """The micro-batcher encodes queries' texts before the document texts waiting (a query waits for one batch at most)."""
-    embedding_batch_while_queried: int = _env("RAGOPT_EMBED_BATCH_WHILE_QUERIED", _parse_non_negative_int, 8)
-    """With query embeddings first: the largest document batch while queries arrive, so a query waits for a short
-    batch, not a full one (0: full batches always)."""
     query_embedding_memo: bool = _env("RAGOPT_QUERY_EMBEDDING_MEMO", _parse_bool, True)
     """A query text is encoded once (RAG-Anything retrieves twice per question, embedding the same texts)."""
     queries_skip_vector_backlog: bool = _env("RAGOPT_QUERIES_SKIP_VECTOR_BACKLOG", _parse_bool, True)

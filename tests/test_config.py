@@ -193,7 +193,6 @@ LISTED = {
     "RAGOPT_VERSIONED_QUERY_CACHE": ("false", lambda c, t: "versioned_query_cache" in _optimized(c, t).ragopt_installed, False),
     "RAGOPT_QUERY_EMBEDDINGS_FIRST": ("false", lambda c, t: _optimized(c, t).embedding_func.func.queries_first, False),
     "RAGOPT_QUERY_EMBEDDING_MEMO": ("false", lambda c, t: _optimized(c, t).embedding_func.func.query_memo, False),
-    "RAGOPT_EMBED_BATCH_WHILE_QUERIED": ("0", lambda c, t: _optimized(c, t).embedding_func.func.batch_while_queried, 0),
     "RAGOPT_QUERIES_SKIP_VECTOR_BACKLOG": ("false", lambda c, t: _vector_search_drains(c, t), True),
     "ENABLE_MONITORING": ("true", lambda c, t: _publishes(c), True),
     "METRICS_PORT": ("9191", lambda c, t: _dashboard_port(c), 9191),

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
-import math
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -23,7 +22,6 @@ from ragopt.engine.registry import BEFORE_INIT, Optimization, Target, register_o
 
 IDLE_EXIT_S = 1.0
 QUERY, DOCUMENT = 0, 1  # the lanes: with queries_first, LightRAG's query embeddings are taken first
-QUERY_QUIET_S = 2.0  # no query for this long: document texts go in full batches again
 MEMO_ENTRIES = 1024  # query texts whose vectors are kept (RAG-Anything retrieves twice per question)
 
 
@@ -60,7 +58,7 @@ class _Lanes:
 
 
 def micro_batched(embed: Callable, max_batch: int = 64, max_wait_s: float = 0.02, stats: Dict[str, int] | None = None,
-                  queries_first: bool = False, query_memo: bool = False, batch_while_queried: int = 0) -> Callable:
+                  queries_first: bool = False, query_memo: bool = False) -> Callable:
     """A plain ``async def (texts) -> ndarray`` that coalesces concurrent calls to ``embed``.
 
     ``stats`` receives calls (requests), batches (calls to ``embed``) and texts.
@@ -70,10 +68,6 @@ def micro_batched(embed: Callable, max_batch: int = 64, max_wait_s: float = 0.02
       document texts, so a query waits for the batch being encoded at most,
       not for every document text queued ahead of it (``query_batches``;
       ``query_wait_s`` is the seconds queries waited for their vectors);
-    - ``batch_while_queried`` (with ``queries_first``; 0: off): while queries
-      arrive (one in the last ``QUERY_QUIET_S`` seconds), document texts are
-      encoded ``batch_while_queried`` at a time and queries that came meanwhile
-      go between two of them, so a query waits for a short batch, not a full one;
     - ``query_memo``: a query text's vector is kept (the last ``MEMO_ENTRIES``),
       so the same text is encoded once (``query_memo_hits``); the vector of a
       text never changes, so it cannot go stale.
@@ -81,54 +75,33 @@ def micro_batched(embed: Callable, max_batch: int = 64, max_wait_s: float = 0.02
     stats = {} if stats is None else stats
     workers: Dict[asyncio.AbstractEventLoop, Tuple[_Lanes, asyncio.Task]] = {}
     memo: "collections.OrderedDict[str, np.ndarray]" = collections.OrderedDict()
-    last_query = [-math.inf]  # loop time of the latest query request
 
     async def worker(lanes: _Lanes) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             if not await lanes.wait(None, IDLE_EXIT_S):
                 if lanes.empty():  # no await between this check and the exit
                     return
                 continue
             lane = lanes.first_lane()
-            await _serve(lanes, await _take(lanes, lane), lane)
+            batch: List[Tuple[List[str], asyncio.Future]] = [lanes.lanes[lane].popleft()]
+            size = len(batch[0][0])
+            deadline = loop.time() + max_wait_s
+            # Up to max_batch texts of the same lane: what is there, and what arrives within max_wait_s.
+            while size < max_batch and (lanes.lanes[lane] or await lanes.wait(lane, deadline - loop.time())):
+                item = lanes.lanes[lane].popleft()
+                batch.append(item)
+                size += len(item[0])
+            if lane == QUERY:
+                stats["query_batches"] = stats.get("query_batches", 0) + 1
+            await _encode(batch)
 
-    async def _take(lanes: _Lanes, lane: int) -> List[Tuple[List[str], asyncio.Future]]:
-        """Up to max_batch texts of ``lane``: what is there, and what arrives within max_wait_s."""
-        loop = asyncio.get_running_loop()
-        batch = [lanes.lanes[lane].popleft()]
-        size = len(batch[0][0])
-        deadline = loop.time() + max_wait_s
-        while size < max_batch and (lanes.lanes[lane] or await lanes.wait(lane, deadline - loop.time())):
-            item = lanes.lanes[lane].popleft()
-            batch.append(item)
-            size += len(item[0])
-        if lane == QUERY:
-            stats["query_batches"] = stats.get("query_batches", 0) + 1
-        return batch
-
-    async def _encode(texts: List[str]) -> np.ndarray:
+    async def _encode(batch: List[Tuple[List[str], asyncio.Future]]) -> None:
+        texts = [text for request, _ in batch for text in request]
         stats["batches"] = stats.get("batches", 0) + 1
         stats["texts"] = stats.get("texts", 0) + len(texts)
-        return np.asarray(await embed(texts))
-
-    async def _documents(lanes: _Lanes, texts: List[str]) -> np.ndarray:
-        """Document texts in one call, or in short ones with waiting queries between them while queries arrive."""
-        loop, parts, start = asyncio.get_running_loop(), [], 0
-        while start < len(texts):
-            size = len(texts) - start
-            if batch_while_queried and loop.time() - last_query[0] < QUERY_QUIET_S:
-                size = min(size, batch_while_queried)
-            parts.append(await _encode(texts[start:start + size]))
-            start += size
-            if start < len(texts) and lanes.lanes[QUERY]:
-                stats["query_batches_between"] = stats.get("query_batches_between", 0) + 1
-                await _serve(lanes, await _take(lanes, QUERY), QUERY)
-        return np.concatenate(parts)
-
-    async def _serve(lanes: _Lanes, batch: List[Tuple[List[str], asyncio.Future]], lane: int) -> None:
-        texts = [text for request, _ in batch for text in request]
         try:
-            vectors = await (_encode(texts) if lane == QUERY else _documents(lanes, texts))
+            vectors = np.asarray(await embed(texts))
         except Exception as error:  # every caller of the batch sees the failure
             for _, future in batch:
                 if not future.done():
@@ -158,8 +131,6 @@ def micro_batched(embed: Callable, max_batch: int = 64, max_wait_s: float = 0.02
             return np.stack([memo[text] for text in texts])
         future = loop.create_future()
         asked = loop.time()
-        if query:
-            last_query[0] = asked
         lanes.put((list(texts), future), QUERY if queries_first and query else DOCUMENT)
         vectors = await future
         if query:
@@ -180,19 +151,17 @@ def micro_batched(embed: Callable, max_batch: int = 64, max_wait_s: float = 0.02
     batched.shutdown = shutdown
     batched.max_batch, batched.max_wait_s = max_batch, max_wait_s
     batched.queries_first, batched.query_memo = queries_first, query_memo
-    batched.batch_while_queried = batch_while_queried if queries_first else 0
     return batched
 
 
 def micro_batched_embedding(embedding_func: Any, max_batch: int = 64, max_wait_s: float = 0.02, stats: Dict[str, int] | None = None,
-                            queries_first: bool = False, query_memo: bool = False, batch_while_queried: int = 0) -> Any:
+                            queries_first: bool = False, query_memo: bool = False) -> Any:
     """The same LightRAG ``EmbeddingFunc`` with its inner function micro-batched.
 
     With ``queries_first`` or ``query_memo`` it declares ``supports_asymmetric``,
     so LightRAG hands the batcher each call's ``context`` (the model still gets texts only).
     """
-    func = micro_batched(embedding_func.func, max_batch, max_wait_s, stats, queries_first, query_memo,
-                         batch_while_queried if queries_first else 0)
+    func = micro_batched(embedding_func.func, max_batch, max_wait_s, stats, queries_first, query_memo)
     return dataclasses.replace(embedding_func, func=func,
                                supports_asymmetric=embedding_func.supports_asymmetric or queries_first or query_memo)
 
@@ -202,7 +171,6 @@ def _install(target: Target) -> None:
     target.rag.embedding_func = micro_batched_embedding(
         target.rag.embedding_func, config.embedding_batch_size, config.embedding_batch_wait_s, target.stats,
         queries_first=config.query_embeddings_first, query_memo=config.query_embedding_memo,
-        batch_while_queried=config.embedding_batch_while_queried,
     )
 
 

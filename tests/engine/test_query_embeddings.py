@@ -43,31 +43,6 @@ async def test_a_query_waits_for_the_batch_in_progress_only(queries_first, query
     assert stats.get("query_batches", 0) == (1 if queries_first else 0)
 
 
-@pytest.mark.parametrize("batch_while_queried, documents_before_query", [(2, 2), (0, 16)])
-async def test_while_queries_arrive_a_large_document_request_is_encoded_in_short_batches_with_queries_between(
-        batch_while_queried, documents_before_query):
-    batches, stats = [], {}
-    embed, release = _recording_embed(batches)
-    batched = micro_batched(embed, max_batch=64, max_wait_s=0.0, stats=stats, queries_first=True,
-                            batch_while_queried=batch_while_queried)
-    release.set()
-    await batched(["an earlier question"], context="query")  # queries are arriving
-    release.clear()
-    texts = [f"doc {i}" for i in range(16)]  # one request, as LightRAG sends its chunks
-    document = asyncio.create_task(batched(texts, context="document"))
-    while len(batches) < 2:  # the first document batch is being encoded
-        await asyncio.sleep(0)
-    query = asyncio.create_task(batched(["the question"], context="query"))
-    while not (query.done() and document.done()):
-        release.set()
-        await asyncio.sleep(0)
-    assert document.result().shape == (16, 2)  # the caller gets all its rows, in order
-    encoded = [text for batch in batches[1:] for text in batch]
-    assert encoded.index("the question") == documents_before_query  # after one short batch, or after all 16
-    assert encoded.count("the question") == 1 and [t for t in encoded if t.startswith("doc")] == texts
-    assert stats.get("query_batches_between", 0) == (1 if batch_while_queried else 0)
-
-
 def test_the_embedding_func_hands_the_batcher_its_context_only_when_asked():
     from lightrag.utils import EmbeddingFunc
 

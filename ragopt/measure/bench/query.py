@@ -54,9 +54,8 @@ from ragopt.measure.workloads import SAMPLE_CORPUS, corpus_files, synthetic_corp
 
 VARIANTS = ("raganything", "raganything_tuned", "ragopt")
 ENTRY_POINTS = {"raganything": "rag_folder", "raganything_tuned": "rag_folder_tuned", "ragopt": "ragopt"}
-# The query optimizations of ragopt, each measured off in a variant of its own (config fields; off: False, or 0).
-QUERY_SWITCHES = ("query_embeddings_first", "embedding_batch_while_queried", "query_embedding_memo", "versioned_query_cache",
-                  "queries_skip_vector_backlog")
+# The query optimizations of ragopt, each measured off in a variant of its own (config fields).
+QUERY_SWITCHES = ("query_embeddings_first", "query_embedding_memo", "versioned_query_cache", "queries_skip_vector_backlog")
 REPEATS = 5  # questions asked again for the cache figures
 
 
