@@ -3,7 +3,10 @@
 ``growth_points`` reads the curve off a run (the amount so far at each
 document's completion, against the chunks ingested by then); ``growth_total``
 extends it to a corpus's chunks with a power law fitted on it, or with the
-sample's ratio and a Poisson interval where the curve has too few points.
+sample's ratio and a Poisson interval where the curve has too few points or
+is lumpy: when one step holds over half of its rise, the curve says when a
+few large batches ran (ragopt's micro-batched, write-behind embeddings), not
+how the amount grows with the graph.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import numpy as np
 import pandas as pd
 
 from ragopt.measure.estimators import Estimate, exact, power_law_total
+
+LUMPY_STEP = 0.5  # a curve with one step over this share of its rise is read by its end point only
 
 
 def poisson_ratio(count: float, x_sample: float, x_total: float, how: str) -> Estimate:
@@ -42,6 +47,9 @@ def growth_total(x: np.ndarray, y: np.ndarray, x_total: float, how: str) -> Esti
     x_sample, y_sample = (float(x[-1]), float(y[-1])) if len(x) else (0.0, 0.0)
     if x_total <= x_sample:  # within the sample's own curve: what it measured there
         return exact(float(np.interp(x_total, x, y)) if len(x) else 0.0, how + " (measured on the sample's growth curve)")
+    steps = np.diff(y, prepend=0.0)
+    if y_sample > 0 and steps.max() > LUMPY_STEP * y_sample:
+        return poisson_ratio(y_sample, x_sample, x_total, how + "; its growth curve is lumpy (batches), so by its end point")
     try:
         return power_law_total(x, y, x_total, how + " as the graph grows (power law of the sample's growth curve)")
     except ValueError:

@@ -79,6 +79,17 @@ def test_power_law_total_extrapolates_a_power_law():
         power_law_total(x, np.array([0, 0, 0, 1.0, 2.0]), 100.0, "test")
 
 
+def test_a_lumpy_growth_curve_is_extended_by_its_end_point_not_a_power_law():
+    from ragopt.measure.growth import growth_total
+
+    x = np.array([1.0, 2, 3, 4, 6, 8, 10, 13, 16, 19])
+    smooth = growth_total(x, 20 * x, 38.0, "texts")
+    assert smooth.value == pytest.approx(760.0) and "power law" in smooth.how
+    # Two large batches, as ragopt's micro-batched embeddings make: the curve's shape is their timing.
+    lumpy = growth_total(x, np.array([2.0, 2, 2, 2, 442, 442, 442, 442, 442, 442]), 38.0, "texts")
+    assert lumpy.value == pytest.approx(442 * 2) and "lumpy" in lumpy.how
+
+
 def test_merge_summaries_follow_lightrags_rule_on_the_samples_key_counts():
     from ragopt.measure.merge_growth import MergeGrowth, document_keys
     from ragopt.measure.run import LLM_COLUMNS
