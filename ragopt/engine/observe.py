@@ -141,7 +141,7 @@ class Observation:
     def __init__(self, rag: Any):
         self.listeners: List[Any] = []
         self._callback_manager = rag.callback_manager
-        self._callbacks: Dict[int, Any] = {}  # id(listener) -> the RAG-Anything callback it added
+        self._by_listener: Dict[int, Any] = {}  # id(listener) -> the RAG-Anything callback it added
         rag.llm_model_func = observed_llm(rag.llm_model_func, self.listeners)
         if rag.vision_model_func is not None:
             rag.vision_model_func = observed_llm(rag.vision_model_func, self.listeners)
@@ -156,13 +156,13 @@ class Observation:
             return
         self.listeners.append(listener)
         if callback is not None:
-            self._callbacks[id(listener)] = callback
+            self._by_listener[id(listener)] = callback
             self._callback_manager.register(callback)
 
     def remove(self, listener: Any) -> None:
         if listener in self.listeners:
             self.listeners.remove(listener)
-        callback = self._callbacks.pop(id(listener), None)
+        callback = self._by_listener.pop(id(listener), None)
         if callback is not None:
             self._callback_manager.unregister(callback)
 
