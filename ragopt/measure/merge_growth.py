@@ -8,12 +8,25 @@ key named in m chunks costs about floor((m - 1) / (T - 1)) summaries, and a
 corpus's summaries grow faster than its documents wherever entities recur.
 
 From the sample run: which keys each sampled document's chunks named
-(``Run.llm_calls.graph_keys`` of its extraction and gleaning calls). For a
-corpus x times the sample's chunks, each key's count scales by x (a
-frequent entity of the sample is as frequent in the corpus). The prediction
-is the sample's measured summary calls plus what the mechanism adds between
-the sample's scale and the corpus's; its interval comes from resampling the
-sample's documents (bootstrap).
+(``Run.llm_calls.graph_keys`` of its extraction and gleaning calls). How
+often a key recurs in the corpus is not its sample count times the
+corpus's scale: most keys the sample saw in one document are rare keys of
+which the corpus holds many others, not frequent ones. So the model works
+on document occurrence, the unit the sample draws:
+
+- a key named in D of the corpus's N documents is named in d of the n
+  sampled ones with the hypergeometric probability;
+- the distribution of D over the keys the sample saw is recovered from the
+  sample's d by deconvolution (the nonparametric maximum-likelihood mixture,
+  by EM, of the zero-truncated hypergeometric);
+- each seen key then stands for 1 / P(seen | D) keys of the corpus
+  (Horvitz-Thompson), and a key in D documents at its sample's chunks per
+  document r is named in D x r chunks. Keys too rare to be seen are too
+  rare to reach T fragments, so they add nothing either way.
+
+The prediction is the sample's measured summary calls plus what the rule
+adds between the sample's key counts and the corpus's; its interval comes
+from resampling the sample's documents (bootstrap).
 """
 
 from __future__ import annotations
@@ -27,7 +40,8 @@ import numpy as np
 
 from ragopt.measure.estimators import LEVEL, Estimate, exact
 
-BOOTSTRAPS = 400
+BOOTSTRAPS = 200
+EM_ITERATIONS = 400
 
 
 def summary_threshold() -> int:
@@ -51,10 +65,41 @@ def document_keys(run: Any, doc_files: Dict[str, str]) -> Dict[str, Counter]:
     return documents
 
 
-def _summaries(counts: np.ndarray, scale: np.ndarray, threshold: int) -> np.ndarray:
-    """Summaries of keys named ``counts`` times (last axis), each count scaled by ``scale``."""
-    scaled = counts * np.asarray(scale)[..., None]
-    return np.floor(np.maximum(scaled - 1, 0) / (threshold - 1)).sum(axis=-1)
+def rule(fragments: np.ndarray, threshold: int) -> np.ndarray:
+    """LightRAG's summaries of keys holding ``fragments`` fragments each."""
+    return np.floor(np.maximum(np.asarray(fragments, dtype=float) - 1, 0) / (threshold - 1))
+
+
+def occurrence_grid(n_corpus: int) -> np.ndarray:
+    """Document counts D to deconvolve over: every one up to 200, then geometric steps to the corpus size."""
+    small = np.arange(1, min(n_corpus, 200) + 1)
+    large = np.geomspace(201, n_corpus, 200).round() if n_corpus > 200 else np.array([])
+    return np.unique(np.concatenate([small, large])).astype(int)
+
+
+def corpus_summaries(docs: np.ndarray, chunks: np.ndarray, n_sample: int, n_corpus: int, threshold: int) -> float:
+    """The rule's summaries over the corpus's keys, from each seen key's sampled documents and chunks (see the module)."""
+    from scipy.stats import hypergeom
+
+    seen = docs > 0
+    docs, chunks = docs[seen], chunks[seen]
+    if not len(docs) or n_corpus <= n_sample:
+        return float(rule(chunks, threshold).sum())
+    grid = occurrence_grid(n_corpus)
+    values, key_value = np.unique(docs.round().astype(int), return_inverse=True)
+    p_seen = 1 - hypergeom.pmf(0, n_corpus, grid, n_sample)
+    likelihood = hypergeom.pmf(values[:, None], n_corpus, grid[None, :], n_sample) / p_seen  # P(d | D, seen)
+    weight = np.bincount(key_value, minlength=len(values)).astype(float)
+    mixture = np.full(len(grid), 1 / len(grid))
+    for _ in range(EM_ITERATIONS):
+        joint = mixture * likelihood
+        posterior = joint / joint.sum(axis=1, keepdims=True)
+        mixture = weight @ posterior / weight.sum()
+    joint = mixture * likelihood
+    posterior = joint / joint.sum(axis=1, keepdims=True)  # per distinct d: P(D | d)
+    per_doc = chunks / docs  # the key's chunks per naming document, as the sample saw it
+    fragments = grid[None, :] * per_doc[:, None]
+    return float((posterior[key_value] * rule(fragments, threshold) / p_seen).sum())
 
 
 @dataclass
@@ -69,25 +114,29 @@ class MergeGrowth:
     """(chunks ingested, summary calls so far) at each completed document of the sample run."""
     threshold: int
 
-    def summaries(self, chunks: float) -> Estimate:
-        """Summary calls for a corpus of ``chunks`` chunks."""
-        sample_chunks = float(self.units.sum())
-        if chunks <= sample_chunks or not self.counts.size:  # within the sample: what its run measured there
-            x, y = self.curve
+    def _added(self, counts: np.ndarray, n_corpus: int) -> float:
+        """What the rule adds between these sampled documents' key counts and the corpus's."""
+        docs, chunks = (counts > 0).sum(axis=0), counts.sum(axis=0)
+        return corpus_summaries(docs, chunks, len(counts), n_corpus, self.threshold) - float(rule(chunks, self.threshold).sum())
+
+    def summaries(self, chunks: float, documents: int) -> Estimate:
+        """Summary calls for a corpus of ``documents`` documents and ``chunks`` chunks."""
+        n = len(self.units)
+        if documents <= n or chunks <= float(self.units.sum()) or not self.counts.size:
+            x, y = self.curve  # within the sample: what its run measured there
             value = float(np.interp(chunks, x, y)) if len(x) else self.measured
             return exact(value, "merge summary calls: measured on the sample's growth curve")
-        total = self.counts.sum(axis=0)
-        value = self.measured + float(_summaries(total, chunks / sample_chunks, self.threshold)
-                                      - _summaries(total, 1.0, self.threshold))
+        value = self.measured + self._added(self.counts, documents)
         rng = np.random.default_rng(0)
-        n = len(self.units)
-        weights = rng.multinomial(n, np.full(n, 1 / n), size=BOOTSTRAPS)
-        counts, units = weights @ self.counts, weights @ self.units
-        draws = self.measured + _summaries(counts, chunks / units, self.threshold) - _summaries(counts, sample_chunks / units, self.threshold)
+        draws = []
+        for weights in rng.multinomial(n, np.full(n, 1 / n), size=BOOTSTRAPS):
+            picked = np.repeat(np.arange(n), weights)
+            draws.append(self.measured + self._added(self.counts[picked], documents))
         lo, hi = np.quantile(draws, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
         return Estimate(value, float(min(lo, value)), float(max(hi, value)),
                         f"merge summary calls: the sample's, plus LightRAG's summary rule (every {self.threshold - 1} "
-                        "fragments of a key) on its key counts scaled to the corpus; bootstrap interval")
+                        "fragments of a key) on the corpus's key counts deconvolved from the sample's document "
+                        "occurrences; bootstrap interval")
 
 
 def fit_merge_growth(run: Any, doc_files: Dict[str, str], doc_units: Dict[str, float],
@@ -106,4 +155,3 @@ def fit_merge_growth(run: Any, doc_files: Dict[str, str], doc_units: Dict[str, f
     measured = float((run.llm_calls["kind"] == "summary").sum())
     units = np.array([doc_units.get(file, 0.0) for file in files])
     return MergeGrowth(counts, units, measured, curve, summary_threshold())
-

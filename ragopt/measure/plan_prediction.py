@@ -214,7 +214,7 @@ def predict(model: PlanModel, corpus: pd.DataFrame, slots: Optional[int], latenc
     calls, prompt, completion = {}, {}, {}
     for kind in model.kinds:
         calls[kind], prompt[kind], completion[kind] = (kind_estimate(model, corpus_units, kind, m) for m in MEASURES)
-    summaries = (model.merges.summaries(chunks) if model.merges is not None
+    summaries = (model.merges.summaries(chunks, len(ok)) if model.merges is not None
                  else growth_total(*model.summary_points, chunks, "merge summary calls"))
     if summaries.value > 0 or model.summary_tokens_per_call["prompt_tokens"] > 0:
         calls[GROWN] = summaries

@@ -98,16 +98,36 @@ def test_merge_summaries_follow_lightrags_rule_on_the_samples_key_counts():
     counts = np.array([[4.0, 8, 1, 0], [4, 7, 0, 2]])  # two documents, four keys: 8, 15, 1, 2 fragments in all
     growth = MergeGrowth(counts, units=np.array([5.0, 5.0]), measured=3.0, curve=(np.array([5.0, 10.0]), np.array([1.0, 3.0])),
                          threshold=8)
-    assert growth.summaries(10.0).value == 3.0  # the sample's own scale: what its run measured
-    assert growth.summaries(5.0).value == 1.0  # half way along the sample's run
-    doubled = growth.summaries(20.0)  # each key's fragments doubled: 16, 30, 2, 4 -> 2 + 4 summaries instead of 1 + 2
-    assert doubled.value == 3.0 + (2 + 4) - (1 + 2)
-    assert doubled.lo <= doubled.value <= doubled.hi
+    assert growth.summaries(10.0, 2).value == 3.0  # the sample's own scale: what its run measured
+    assert growth.summaries(5.0, 1).value == 1.0  # half way along the sample's run
+    larger = growth.summaries(40.0, 8)
+    assert larger.value > 3.0 and larger.lo <= larger.value <= larger.hi
     # A chunk's extraction and gleaning add one fragment per key between them.
     rows = [dict.fromkeys(LLM_COLUMNS) | {"kind": kind, "doc_id": "d1", "chunk": chunk, "graph_keys": keys}
             for kind, chunk, keys in (("extract", "c1", ["A", "B"]), ("glean", "c1", ["B", "C"]), ("extract", "c2", ["A"]))]
     run = type("R", (), {"llm_calls": pd.DataFrame(rows, columns=list(LLM_COLUMNS))})()
     assert document_keys(run, {"d1": "a.txt"}) == {"a.txt": {"A": 2, "B": 1, "C": 1}}
+
+
+def test_merge_summaries_of_a_corpus_come_from_document_occurrence_not_scaled_sample_counts():
+    """Keys a 10% sample saw once are mostly rare keys, not frequent ones: scaling their counts by 10 overshoots."""
+    from ragopt.measure.merge_growth import corpus_summaries, rule
+
+    rng = np.random.default_rng(7)
+    n_docs, n_keys = 400, 4000
+    frequency = 1.0 / np.arange(1, n_keys + 1) ** 1.1  # Zipf-like: a few keys recur everywhere, most are rare
+    counts = np.zeros((n_docs, n_keys))
+    for row in counts:
+        np.add.at(row, rng.choice(n_keys, size=rng.integers(10, 30), p=frequency / frequency.sum()), 1)
+    truth = rule(counts.sum(axis=0), 8).sum()
+    for seed in range(5):
+        sample = counts[np.random.default_rng(seed).choice(n_docs, 40, replace=False)]
+        predicted = corpus_summaries((sample > 0).sum(axis=0), sample.sum(axis=0), 40, n_docs, 8)
+        scaled = rule(sample.sum(axis=0) * counts.sum() / sample.sum(), 8).sum()
+        assert predicted == pytest.approx(truth, rel=0.12)
+        assert scaled > 1.25 * truth
+    # A sample that is the whole corpus: the rule on its own counts.
+    assert corpus_summaries((counts > 0).sum(axis=0), counts.sum(axis=0), n_docs, n_docs, 8) == truth
 
 
 # --------------------------------------------------------------------------- real plans
