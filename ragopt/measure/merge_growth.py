@@ -34,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -77,29 +77,74 @@ def occurrence_grid(n_corpus: int) -> np.ndarray:
     return np.unique(np.concatenate([small, large])).astype(int)
 
 
-def corpus_summaries(docs: np.ndarray, chunks: np.ndarray, n_sample: int, n_corpus: int, threshold: int) -> float:
-    """The rule's summaries over the corpus's keys, from each seen key's sampled documents and chunks (see the module)."""
+def merge_piles(per_merge: np.ndarray, merges: np.ndarray, threshold: int) -> np.ndarray:
+    """Fragments a key's description holds after each of its merges, summed over its first ``merges``
+    merges (keys x G) of ``per_merge`` fragments each (keys): what its embedded texts carry.
+
+    A merge adds its fragments to the pile; a pile of ``threshold`` or more is summarized into one.
+    """
+    rates, key_rate = np.unique(np.asarray(per_merge, dtype=float), return_inverse=True)
+    merges = np.asarray(merges, dtype=int)
+    sums = np.zeros((len(rates), int(merges.max(initial=0)) + 1))
+    pile = np.zeros(len(rates))
+    for step in range(1, sums.shape[1]):
+        pile = pile + rates
+        pile = np.where(pile >= threshold, 1.0, pile)
+        sums[:, step] = sums[:, step - 1] + pile
+    return np.take_along_axis(sums[key_rate], merges, axis=1)
+
+
+@dataclass
+class KeyOccurrence:
+    """The corpus's keys as the sample's seen keys stand for them: per seen key, its chunks per naming
+    document and the weight of each document count D (posterior x 1 / P(seen | D))."""
+
+    grid: np.ndarray
+    per_doc: np.ndarray
+    weights: np.ndarray
+    """keys x grid: how many corpus keys with D = grid[j] documents each seen key stands for."""
+
+    def total(self, per_key: np.ndarray) -> float:
+        """The corpus total of a key quantity given as keys x grid."""
+        return float((self.weights * per_key).sum())
+
+
+def deconvolve(docs: np.ndarray, chunks: np.ndarray, n_sample: int, n_corpus: int) -> KeyOccurrence:
+    """The corpus's key occurrence from the sample's seen keys (see the module docstring)."""
     from scipy.stats import hypergeom
 
     seen = docs > 0
-    docs, chunks = docs[seen], chunks[seen]
-    if not len(docs) or n_corpus <= n_sample:
-        return float(rule(chunks, threshold).sum())
+    docs, chunks = docs[seen].round().astype(int), chunks[seen]
+    if n_corpus <= n_sample:  # the sample is the corpus: each key is what it is
+        return KeyOccurrence(docs[:, None] if len(docs) else np.zeros((0, 1), int), chunks / np.maximum(docs, 1),
+                             np.ones((len(docs), 1)))
     grid = occurrence_grid(n_corpus)
-    values, key_value = np.unique(docs.round().astype(int), return_inverse=True)
+    values, key_value = np.unique(docs, return_inverse=True)
     p_seen = 1 - hypergeom.pmf(0, n_corpus, grid, n_sample)
     likelihood = hypergeom.pmf(values[:, None], n_corpus, grid[None, :], n_sample) / p_seen  # P(d | D, seen)
     weight = np.bincount(key_value, minlength=len(values)).astype(float)
     mixture = np.full(len(grid), 1 / len(grid))
     for _ in range(EM_ITERATIONS):
         joint = mixture * likelihood
-        posterior = joint / joint.sum(axis=1, keepdims=True)
-        mixture = weight @ posterior / weight.sum()
+        mixture = weight @ (joint / joint.sum(axis=1, keepdims=True)) / weight.sum()
     joint = mixture * likelihood
-    posterior = joint / joint.sum(axis=1, keepdims=True)  # per distinct d: P(D | d)
-    per_doc = chunks / docs  # the key's chunks per naming document, as the sample saw it
-    fragments = grid[None, :] * per_doc[:, None]
-    return float((posterior[key_value] * rule(fragments, threshold) / p_seen).sum())
+    posterior = joint / joint.sum(axis=1, keepdims=True)  # per distinct d: P(D | d, seen)
+    return KeyOccurrence(np.broadcast_to(grid, (len(docs), len(grid))), chunks / docs, posterior[key_value] / p_seen)
+
+
+def corpus_summaries(docs: np.ndarray, chunks: np.ndarray, n_sample: int, n_corpus: int, threshold: int) -> float:
+    """The rule's summaries over the corpus's keys, from each seen key's sampled documents and chunks."""
+    keys = deconvolve(docs, chunks, n_sample, n_corpus)
+    return keys.total(rule(keys.grid * keys.per_doc[:, None], threshold))
+
+
+def pile_excess(docs: np.ndarray, chunks: np.ndarray, n_sample: int, n_corpus: int, threshold: int) -> float:
+    """Fragments re-embedded over the corpus beyond each merge's own: what recurring keys' growing
+    descriptions add to the embedding work (a key merged once adds none, so unseen rare keys do not matter)."""
+    keys = deconvolve(docs, chunks, n_sample, n_corpus)
+    if not len(keys.per_doc):
+        return 0.0
+    return keys.total(merge_piles(keys.per_doc, keys.grid, threshold) - keys.grid * keys.per_doc[:, None])
 
 
 @dataclass
@@ -114,29 +159,51 @@ class MergeGrowth:
     """(chunks ingested, summary calls so far) at each completed document of the sample run."""
     threshold: int
 
-    def _added(self, counts: np.ndarray, n_corpus: int) -> float:
-        """What the rule adds between these sampled documents' key counts and the corpus's."""
-        docs, chunks = (counts > 0).sum(axis=0), counts.sum(axis=0)
-        return corpus_summaries(docs, chunks, len(counts), n_corpus, self.threshold) - float(rule(chunks, self.threshold).sum())
+    def _within_sample(self, chunks: float, documents: int) -> bool:
+        return documents <= len(self.units) or chunks <= float(self.units.sum()) or not self.counts.size
+
+    def _estimate(self, of_counts: Callable[[np.ndarray, np.ndarray], float], value_how: str) -> Estimate:
+        """``of_counts(counts, units)`` on the sample, with the bootstrap interval of resampling its documents."""
+        value = of_counts(self.counts, self.units)
+        n = len(self.units)
+        rng = np.random.default_rng(0)
+        picks = (np.repeat(np.arange(n), weights) for weights in rng.multinomial(n, np.full(n, 1 / n), size=BOOTSTRAPS))
+        draws = [of_counts(self.counts[pick], self.units[pick]) for pick in picks]
+        lo, hi = np.quantile(draws, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+        return Estimate(value, float(min(lo, value)), float(max(hi, value)), value_how + "; bootstrap interval")
 
     def summaries(self, chunks: float, documents: int) -> Estimate:
         """Summary calls for a corpus of ``documents`` documents and ``chunks`` chunks."""
-        n = len(self.units)
-        if documents <= n or chunks <= float(self.units.sum()) or not self.counts.size:
+        if self._within_sample(chunks, documents):
             x, y = self.curve  # within the sample: what its run measured there
             value = float(np.interp(chunks, x, y)) if len(x) else self.measured
             return exact(value, "merge summary calls: measured on the sample's growth curve")
-        value = self.measured + self._added(self.counts, documents)
-        rng = np.random.default_rng(0)
-        draws = []
-        for weights in rng.multinomial(n, np.full(n, 1 / n), size=BOOTSTRAPS):
-            picked = np.repeat(np.arange(n), weights)
-            draws.append(self.measured + self._added(self.counts[picked], documents))
-        lo, hi = np.quantile(draws, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
-        return Estimate(value, float(min(lo, value)), float(max(hi, value)),
-                        f"merge summary calls: the sample's, plus LightRAG's summary rule (every {self.threshold - 1} "
-                        "fragments of a key) on the corpus's key counts deconvolved from the sample's document "
-                        "occurrences; bootstrap interval")
+
+        def added(counts: np.ndarray) -> float:  # what the rule adds between these documents' key counts and the corpus's
+            docs, fragments = (counts > 0).sum(axis=0), counts.sum(axis=0)
+            return (corpus_summaries(docs, fragments, len(counts), documents, self.threshold)
+                    - float(rule(fragments, self.threshold).sum()))
+
+        return self._estimate(lambda counts, _: self.measured + added(counts),
+                              f"merge summary calls: the sample's, plus LightRAG's summary rule (every {self.threshold - 1} "
+                              "fragments of a key) on the corpus's key counts deconvolved from the sample's document occurrences")
+
+    def work_ratio(self, chunks: float, documents: int) -> Estimate:
+        """The corpus's merge work over the sample's: description fragments carried by every merge's embedded
+        text (each merge's own, linear in chunks, plus what recurring keys' piles add)."""
+        sample_chunks = float(self.units.sum())
+        if self._within_sample(chunks, documents):
+            return exact(chunks / sample_chunks if sample_chunks else 1.0, "merge work: chunks over the sample's")
+
+        def ratio(counts: np.ndarray, units: np.ndarray) -> float:
+            docs, fragments = (counts > 0).sum(axis=0), counts.sum(axis=0)
+            own, scale = float(fragments.sum()), chunks / float(units.sum())
+            sample = own + pile_excess(docs, fragments, len(counts), len(counts), self.threshold)
+            corpus = own * scale + pile_excess(docs, fragments, len(counts), documents, self.threshold)
+            return corpus / sample if sample else scale
+
+        return self._estimate(ratio, "merge work (description fragments embedded) of the corpus over the sample's: "
+                                     "each merge's own by chunks, recurring keys' piles by their deconvolved occurrence")
 
 
 def fit_merge_growth(run: Any, doc_files: Dict[str, str], doc_units: Dict[str, float],

@@ -175,15 +175,15 @@ def fit(sample_scan: pd.DataFrame, runs: Dict[str, Any], files: Dict[str, Dict[s
     latency, failed_share = _fit_latency(chosen)
     workers = parse_workers or len(os.sched_getaffinity(0))
     parse_s = float(sample_scan["parse_s"].fillna(0).sum())
-    modes = {mode: fit_mode(run, run_units[mode], parse_s, workers) for mode, run in runs.items()}
-    cpu = chosen.resources["tree_cpu_s"].dropna()
+    cores = len(os.sched_getaffinity(0))
+    modes = {mode: fit_mode(run, run_units[mode], parse_s, workers, cores) for mode, run in runs.items()}
     chunks = float(sample_units["chunks"].sum())
     summary_points = growth_points(chosen, run_units["ragopt"], summaries["end_s"], pd.Series(1.0, index=summaries.index))
     return PlanModel(
         sample=sample, kinds=kinds, unattributed=unattributed, summary_points=summary_points,
         merges=fit_merge_growth(chosen, document_files(chosen, files["ragopt"]), doc_units, summary_points),
         summary_tokens_per_call=summary_tokens, latency=latency, failed_share=failed_share, modes=modes,
-        cpu_s_per_chunk=float(cpu.iloc[-1] - cpu.iloc[0]) / chunks if len(cpu) > 1 and chunks else None,
+        cpu_s_per_chunk=modes["ragopt"].cpu_s / chunks if chunks else None,
         simulated=bool(chosen.simulated), models=chosen.ledger(Prices()).models,
     )
 

@@ -1,9 +1,13 @@
 """How one ingestion mode spent its wall time on the sample, and what capacity each stage has.
 
 The stages are the LLM slots (work: service seconds), the embedding worker
-(work: texts) and the parse workers (work: parse seconds). The stage whose
-work took the sample longest at its nominal capacity (K slots, one embedding
-worker, the parse workers) bound it. Its pace is its work over its span,
+(work: texts), the parse workers (work: parse seconds) and the machine's
+CPU cores (work: CPU seconds of the whole process tree: parsing, embedding
+on CPU, LightRAG's merges and storage writes). The stage whose work took
+the sample longest at its nominal capacity (K slots, one embedding worker,
+the parse workers, the cores) bound it; a sample that kept every core busy
+was bound by the CPU, whatever else was in flight (a call waiting for a
+core counts as busy). Its pace is its work over its span,
 from its first call's start to its last call's end: that span holds the
 stage's gaps as well as its busy time (in a sequential mode the other
 stages run in those gaps), and unlike a pace read from call end times it
@@ -43,7 +47,8 @@ def service_seconds(calls: pd.DataFrame) -> pd.Series:
     return planned.fillna(calls["service_ns"].astype(float)) / 1e9
 
 
-STAGES = ("LLM slots", "embedding", "parse")
+STAGES = ("LLM slots", "embedding", "parse", "CPU")
+CPU_SATURATED = 0.9  # a sample that used this share of the cores or more was bound by them
 
 
 @dataclass
@@ -60,6 +65,9 @@ class ModeFit:
     seconds_per_text: float
     parse_s: float
     parse_workers: int
+    cpu_s: float
+    """CPU seconds of the whole process tree over the sample run (the sample's parsing included)."""
+    cores: int
     bound: str
     """The stage whose work took the sample longest at its nominal capacity (K slots, one embedder, the parse workers)."""
     pace: Tuple[float, float, float]
@@ -78,6 +86,8 @@ class ModeFit:
         """
         if stage == "parse":
             return (float(parse_workers),) * 3
+        if stage == "CPU":
+            return self.pace if stage == self.bound else (float(self.cores),) * 3
         if stage == "embedding":
             nominal = 1 / self.seconds_per_text if self.seconds_per_text else math.inf
             return self.pace if stage == self.bound else (nominal,) * 3
@@ -112,7 +122,25 @@ def span_pace(calls: pd.DataFrame, amounts: pd.Series) -> Tuple[float, float, fl
     return (rates[0], min(rates), max(rates)) if rates else (math.nan, math.nan, math.nan)
 
 
-def fit_mode(run: Any, doc_units: Dict[str, float], sample_parse_s: float, parse_workers: int) -> ModeFit:
+def tree_cpu_seconds(run: Any) -> float:
+    """CPU seconds the run's process tree used, from its first resource sample to its last."""
+    cpu = run.resources["tree_cpu_s"].dropna()
+    return float(cpu.iloc[-1] - cpu.iloc[0]) if len(cpu) > 1 else 0.0
+
+
+def cpu_pace(run: Any, cpu_s: float) -> Tuple[float, float, float]:
+    """(rate, lo, hi): CPU seconds per wall second over the run, and over its two halves in time."""
+    cpu = run.resources.dropna(subset=["tree_cpu_s"])
+    if len(cpu) < 3 or cpu_s <= 0:
+        return math.nan, math.nan, math.nan
+    t, used = cpu["t_s"].to_numpy(), cpu["tree_cpu_s"].to_numpy()
+    middle = (t[0] + t[-1]) / 2
+    halves = [np.interp([a, b], t, used) for a, b in ((t[0], middle), (middle, t[-1]))]
+    rates = [cpu_s / (t[-1] - t[0]), *((b - a) / (middle - t[0]) for a, b in halves)]
+    return rates[0], min(rates), max(rates)
+
+
+def fit_mode(run: Any, doc_units: Dict[str, float], sample_parse_s: float, parse_workers: int, cores: int) -> ModeFit:
     """The mode's pace from its sample run (see the module docstring)."""
     calls, embed = run.llm_calls, run.embedding_calls
     service = service_seconds(calls)
@@ -120,12 +148,16 @@ def fit_mode(run: Any, doc_units: Dict[str, float], sample_parse_s: float, parse
     embed_busy = busy_seconds(embed)
     texts = float(embed["texts"].sum())
     wall = float(run.meta.get("wall_s") or 0.0)
-    nominal = {"LLM slots": float(service.sum()) / slots, "embedding": embed_busy, "parse": sample_parse_s / parse_workers}
-    bound = max(nominal, key=nominal.get)
+    cpu_s = tree_cpu_seconds(run)
+    nominal = {"LLM slots": float(service.sum()) / slots, "embedding": embed_busy, "parse": sample_parse_s / parse_workers,
+               "CPU": cpu_s / cores}
+    saturated = wall > 0 and cpu_s / wall >= CPU_SATURATED * cores
+    bound = "CPU" if saturated else max(nominal, key=nominal.get)
     pace = {"LLM slots": lambda: span_pace(calls, service),
             "embedding": lambda: span_pace(embed, embed["texts"]),
-            "parse": lambda: (float(parse_workers),) * 3}[bound]()
-    work = {"LLM slots": float(service.sum()), "embedding": texts, "parse": sample_parse_s}[bound]
+            "parse": lambda: (float(parse_workers),) * 3,
+            "CPU": lambda: cpu_pace(run, cpu_s)}[bound]()
+    work = {"LLM slots": float(service.sum()), "embedding": texts, "parse": sample_parse_s, "CPU": cpu_s}[bound]
     if math.isnan(pace[0]) or pace[0] <= 0:  # too few calls for a span: its nominal capacity
         pace = (work / nominal[bound],) * 3 if nominal[bound] else (1.0,) * 3
     max_in_flight = int(run.llm_slots_in_use()["in_flight"].max()) if len(calls) else slots
@@ -133,7 +165,7 @@ def fit_mode(run: Any, doc_units: Dict[str, float], sample_parse_s: float, parse
         mode=run.meta.get("mode", run.label), label=PLANNER_MODES.get(run.meta.get("mode"), run.label), slots=slots,
         max_in_flight=max(1, max_in_flight), wall_s=wall, service_s=float(service.sum()), embed_busy_s=embed_busy,
         seconds_per_text=embed_busy / texts if texts else 0.0, parse_s=sample_parse_s, parse_workers=parse_workers,
-        bound=bound, pace=pace, overhead_s=max(0.0, wall - work / pace[0]),
+        cpu_s=cpu_s, cores=cores, bound=bound, pace=pace, overhead_s=max(0.0, wall - work / pace[0]),
         texts_points=growth_points(run, doc_units, embed["end_s"], embed["texts"]),
         embed_tokens_points=growth_points(run, doc_units, embed["end_s"], pd.to_numeric(embed["tokens"], errors="coerce").fillna(0)),
     )

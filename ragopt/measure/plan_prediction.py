@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 
 import pandas as pd
 
-from ragopt.measure.estimators import Estimate, add
+from ragopt.measure.estimators import Estimate, add, exact
 from ragopt.measure.ledger import PER, Prices
 from ragopt.measure.growth import growth_total
 from ragopt.measure.plan_model import GROWN, MEASURES, Latency, PlanModel, kind_estimate, model_of, units
@@ -182,9 +182,21 @@ def _cost(kind_tokens: Dict[str, tuple], prices: Prices, models: Dict[str, str])
     return costs
 
 
-def _mode(fit: ModeFit, is_chosen: bool, service: Estimate, slots: int, texts: Estimate, parse_s: float, workers: int) -> ModePrediction:
+def cpu_work(fit: ModeFit, parse_s: float, merge_work: Estimate) -> Estimate:
+    """CPU seconds of the mode's process tree: the corpus's parsing as the scan measured it, and the rest of the
+    sample's CPU (merging, embedding, storage writes) grown with the merge work."""
+    rest = max(0.0, fit.cpu_s - fit.parse_s)
+    grown = merge_work.scaled(rest)
+    return Estimate(parse_s + grown.value, None if grown.lo is None else parse_s + grown.lo,
+                    None if grown.hi is None else parse_s + grown.hi,
+                    f"the scan's parse seconds + the sample's other CPU seconds ({rest:.1f}) x the merge work's growth")
+
+
+def _mode(fit: ModeFit, is_chosen: bool, service: Estimate, slots: int, texts: Estimate, parse_s: float, workers: int,
+          merge_work: Estimate) -> ModePrediction:
     """Overhead + the longest stage, each stage's work over its capacity (``ModeFit.capacity``)."""
-    work = {"LLM slots": service, "embedding": texts, "parse": Estimate(parse_s, parse_s, parse_s, "measured by the scan")}
+    work = {"LLM slots": service, "embedding": texts, "parse": Estimate(parse_s, parse_s, parse_s, "measured by the scan"),
+            "CPU": cpu_work(fit, parse_s, merge_work)}
 
     def over(value: Optional[float], by: float) -> Optional[float]:
         return None if value is None else (value / by if by > 0 else math.inf)
@@ -231,7 +243,11 @@ def predict(model: PlanModel, corpus: pd.DataFrame, slots: Optional[int], latenc
     embedding_price = prices.embeddings.get(model.models.get("embedding", ""))
     costs["embedding"] = None if embedding_price is None else embed_tokens.scaled(embedding_price / PER)
     costs["total"] = None if costs["llm"] is None or costs["embedding"] is None else add([costs["llm"], costs["embedding"]], "LLM + embedding")
-    modes = {mode: _mode(fit, mode == "ragopt", service, k, texts[mode], parse_s, workers) for mode, fit in model.modes.items()}
+    sample_chunks = float(model.sample["chunks"].sum())
+    merge_work = (model.merges.work_ratio(chunks, len(ok)) if model.merges is not None
+                  else exact(chunks / sample_chunks if sample_chunks else 1.0, "merge work: chunks over the sample's"))
+    modes = {mode: _mode(fit, mode == "ragopt", service, k, texts[mode], parse_s, workers, merge_work)
+             for mode, fit in model.modes.items()}
     return Prediction(
         documents=len(ok), chunks=int(chunks), parse_s=parse_s, slots=k, parse_workers=workers, latency=latency,
         simulated=model.simulated, calls=calls, prompt_tokens=prompt, completion_tokens=completion, cost=costs, prices=prices,

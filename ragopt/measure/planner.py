@@ -19,6 +19,7 @@ figures fitted on the simulated LLM say so.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
@@ -40,6 +41,7 @@ from ragopt.measure.sampling import stratified_sample
 from ragopt.measure.workloads import corpus_files
 
 SAMPLE_MODES = ("ragopt", "rag_folder")  # the chosen backends with ragopt, and RAG-Anything as shipped
+SCAN_RECORD, SAMPLE_RECORD = "scan.json", "sample.json"  # kept in the work dir, so ``refit`` can plan again
 
 
 @dataclass
@@ -158,6 +160,14 @@ async def aplan(
         started = time.perf_counter()
         runs[mode] = await _sample_run(mode, work / "sample", run_config, work / "runs", isolated)
         seconds[f"sample run {mode}"] = time.perf_counter() - started
+    scan.to_json(work / SCAN_RECORD, orient="records")
+    (work / SAMPLE_RECORD).write_text(json.dumps({"sample": chosen, "copies": copies, "seconds": seconds}))
+    return _fitted(corpus, scan, chosen, copies, runs, work, seconds, config, slots, endpoint_latency, prices)
+
+
+def _fitted(corpus: Path, scan: pd.DataFrame, chosen: List[str], copies: Dict[str, str], runs: Dict[str, Run], work: Path,
+            seconds: Dict[str, float], config: RagoptConfig, slots: Optional[int], endpoint_latency: Optional[Tuple[float, float]],
+            prices: "Prices | str | Path | None") -> Plan:
     started = time.perf_counter()
     sample_scan = scan[scan["file"].isin(chosen)]
     model = fit(sample_scan, runs, {mode: run_file_map(run, copies) for mode, run in runs.items()},
@@ -170,3 +180,15 @@ async def aplan(
 
 
 plan = blocking(aplan)
+
+
+def refit(work_dir: str | Path, corpus: str | Path, config: Optional[RagoptConfig] = None, slots: Optional[int] = None,
+          endpoint_latency: Optional[Tuple[float, float]] = None, prices: "Prices | str | Path | None" = None) -> Plan:
+    """A plan made again from an earlier plan's records in ``work_dir`` (its scan, sample and sample runs),
+    without scanning or ingesting anything: the same measurements through the current model."""
+    work = Path(work_dir)
+    scan = pd.read_json(work / SCAN_RECORD, orient="records", convert_dates=False)
+    record = json.loads((work / SAMPLE_RECORD).read_text())
+    runs = {mode: Run.from_json(work / "runs" / f"{mode}.json") for mode in SAMPLE_MODES}
+    return _fitted(Path(corpus), scan, record["sample"], record["copies"], runs, work, dict(record["seconds"]),
+                   config or RagoptConfig.from_env(), slots, endpoint_latency, prices)

@@ -3,6 +3,7 @@
     ragopt bench --plan                                     # synthetic-200 and the dev corpus, presets default + hosted
     ragopt bench --plan --synthetic 40 --preset fast --sample 10
     ragopt bench --plan --growth                            # also: 1,000 synthetic documents at the fast preset
+    ragopt bench --plan --synthetic 200 --preset fast --reuse   # the current model on the records of an earlier run
 
 For each corpus and simulator preset: ``ragopt.plan`` scans the corpus,
 ingests a stratified sample (10% or at least 10 documents; ``--sample``)
@@ -43,7 +44,7 @@ import pandas as pd
 
 from ragopt.config import RagoptConfig
 from ragopt.measure.estimators import Estimate
-from ragopt.measure.planner import SAMPLE_MODES, plan
+from ragopt.measure.planner import SAMPLE_MODES, SAMPLE_RECORD, plan, refit
 from ragopt.measure.run import Run
 from ragopt.measure.workloads import corpus_files, synthetic_corpus
 
@@ -85,9 +86,13 @@ def bench_one(corpus: Path, preset: str, args: argparse.Namespace, out_dir: Path
 
     config = RagoptConfig.from_env().replace(sim_preset=preset, cache_storage=None)
     work = out_dir / f"{corpus.name}-{preset}"
-    planned = plan(corpus, config, sample=args.sample, slots=args.slots, prices=args.prices, work_dir=work / "plan",
-                   isolated=True, seed=args.seed)
-    measured = {mode: run_isolated(mode, corpus, work / f"{mode}.json", config, working_dir=work / mode) for mode in SAMPLE_MODES}
+    if args.reuse and (work / "plan" / SAMPLE_RECORD).exists():
+        planned = refit(work / "plan", corpus, config, slots=args.slots, prices=args.prices)
+    else:
+        planned = plan(corpus, config, sample=args.sample, slots=args.slots, prices=args.prices, work_dir=work / "plan",
+                       isolated=True, seed=args.seed)
+    measured = {mode: Run.from_json(work / f"{mode}.json") if args.reuse and (work / f"{mode}.json").exists()
+                else run_isolated(mode, corpus, work / f"{mode}.json", config, working_dir=work / mode) for mode in SAMPLE_MODES}
     table = compare(planned.prediction, measured)
     tokens = table[table["metric"].isin(["prompt tokens", "completion tokens"])]["error"]
     walls = table[table["metric"].str.startswith("wall s")]["error"]
@@ -122,8 +127,13 @@ def growth_check(args: argparse.Namespace, out_dir: Path) -> Dict[str, Any]:
     if not corpus.exists():
         synthetic_corpus(corpus, args.growth_docs, seed=args.seed)
     config = RagoptConfig.from_env().replace(sim_preset="fast", cache_storage=None)
-    planned = plan(corpus, config, sample=args.growth_sample, work_dir=out_dir / "growth-plan", isolated=True, seed=args.seed)
-    run = run_isolated("ragopt", corpus, out_dir / "growth-ragopt.json", config, working_dir=out_dir / "growth-ragopt")
+    work, record = out_dir / "growth-plan", out_dir / "growth-ragopt.json"
+    if args.reuse and (work / SAMPLE_RECORD).exists():
+        planned = refit(work, corpus, config)
+    else:
+        planned = plan(corpus, config, sample=args.growth_sample, work_dir=work, isolated=True, seed=args.seed)
+    run = (Run.from_json(record) if args.reuse and record.exists()
+           else run_isolated("ragopt", corpus, record, config, working_dir=out_dir / "growth-ragopt"))
     predicted = window_rates(planned.model, planned.scan, args.window)
     measured = measured_windows(run, args.window)
     table = predicted.assign(measured_docs_per_min=pd.Series(measured[:len(predicted)], dtype=float))
@@ -154,6 +164,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--window", type=int, default=100)
     parser.add_argument("--skip-comparison", action="store_true", help="only the growth check")
     parser.add_argument("--out-dir", default="reports/bench_plan", help="plans, run records and working dirs")
+    parser.add_argument("--reuse", action="store_true",
+                        help="plan again from the plans and measured runs already recorded in --out-dir (the current model "
+                             "on the same measurements, nothing ingested again); what is missing is run")
     args = parser.parse_args(argv)
     if args.slots:
         os.environ["MAX_CONCURRENT_PROCESSING"] = str(args.slots)  # the measured runs and the sample alike
