@@ -59,7 +59,8 @@ def exact(value: float, how: str) -> Estimate:
     return Estimate(float(value), float(value), float(value), how)
 
 
-def _t(df: int) -> float:
+def t_quantile(df: int) -> float:
+    """The two-sided 95% quantile of Student's t with ``df`` degrees of freedom."""
     from scipy.stats import t
 
     return float(t.ppf(0.5 + LEVEL / 2, df))
@@ -92,7 +93,7 @@ def regression_total(y: Sequence[float], x_sample: np.ndarray, x_rest_total: np.
     residuals = y - x[:, used] @ coefficients
     sigma2 = float(residuals @ residuals) / dof
     leverage = float(rest[used] @ np.linalg.pinv(x[:, used].T @ x[:, used]) @ rest[used])
-    half = _t(dof) * math.sqrt(sigma2 * (leverage + n_rest))
+    half = t_quantile(dof) * math.sqrt(sigma2 * (leverage + n_rest))
     unseen = ~used & (rest > 0)
     note = how + ("; units absent from the sample are not counted" if unseen.any() else "")
     return Estimate(value, max(seen, value - half), value + half, note)
@@ -118,7 +119,7 @@ def power_law_total(x: Sequence[float], y: Sequence[float], x_new: float, how: s
         return Estimate(value, None, None, how)
     residuals = ly - design @ coefficients
     sigma2 = float(residuals @ residuals) / dof
-    spread = _t(dof) * math.sqrt(sigma2 * (1 + float(point @ np.linalg.pinv(design.T @ design) @ point)))
+    spread = t_quantile(dof) * math.sqrt(sigma2 * (1 + float(point @ np.linalg.pinv(design.T @ design) @ point)))
     return Estimate(value, value * math.exp(-spread), value * math.exp(spread), f"{how} (exponent {coefficients[1]:.2f})")
 
 

@@ -101,7 +101,11 @@ def test_merge_summaries_follow_lightrags_rule_on_the_samples_key_counts():
     assert growth.summaries(10.0, 2).value == 3.0  # the sample's own scale: what its run measured
     assert growth.summaries(5.0, 1).value == 1.0  # half way along the sample's run
     larger = growth.summaries(40.0, 8)
-    assert larger.value > 3.0 and larger.lo <= larger.value <= larger.hi
+    assert larger.value > 3.0 and not larger.has_interval  # two documents: no jackknife
+    four = MergeGrowth(np.vstack([counts, counts]), units=np.full(4, 5.0), measured=6.0,
+                       curve=(np.array([5.0, 20.0]), np.array([1.0, 6.0])), threshold=8)
+    wider = four.summaries(80.0, 16)
+    assert wider.value > 6.0 and wider.lo <= wider.value <= wider.hi
     # A chunk's extraction and gleaning add one fragment per key between them.
     rows = [dict.fromkeys(LLM_COLUMNS) | {"kind": kind, "doc_id": "d1", "chunk": chunk, "graph_keys": keys}
             for kind, chunk, keys in (("extract", "c1", ["A", "B"]), ("glean", "c1", ["B", "C"]), ("extract", "c2", ["A"]))]
@@ -109,16 +113,22 @@ def test_merge_summaries_follow_lightrags_rule_on_the_samples_key_counts():
     assert document_keys(run, {"d1": "a.txt"}) == {"a.txt": {"A": 2, "B": 1, "C": 1}}
 
 
+def zipf_corpus(n_docs: int = 400, n_keys: int = 4000, seed: int = 7) -> np.ndarray:
+    """documents x keys: how many chunks of each document name each key; a few keys recur everywhere, most are rare."""
+    rng = np.random.default_rng(seed)
+    frequency = 1.0 / np.arange(1, n_keys + 1) ** 1.1
+    counts = np.zeros((n_docs, n_keys))
+    for row in counts:
+        np.add.at(row, rng.choice(n_keys, size=rng.integers(10, 30), p=frequency / frequency.sum()), 1)
+    return counts
+
+
 def test_merge_summaries_of_a_corpus_come_from_document_occurrence_not_scaled_sample_counts():
     """Keys a 10% sample saw once are mostly rare keys, not frequent ones: scaling their counts by 10 overshoots."""
     from ragopt.measure.merge_growth import corpus_summaries, rule
 
-    rng = np.random.default_rng(7)
-    n_docs, n_keys = 400, 4000
-    frequency = 1.0 / np.arange(1, n_keys + 1) ** 1.1  # Zipf-like: a few keys recur everywhere, most are rare
-    counts = np.zeros((n_docs, n_keys))
-    for row in counts:
-        np.add.at(row, rng.choice(n_keys, size=rng.integers(10, 30), p=frequency / frequency.sum()), 1)
+    counts = zipf_corpus()
+    n_docs = len(counts)
     truth = rule(counts.sum(axis=0), 8).sum()
     for seed in range(5):
         sample = counts[np.random.default_rng(seed).choice(n_docs, 40, replace=False)]
@@ -128,6 +138,54 @@ def test_merge_summaries_of_a_corpus_come_from_document_occurrence_not_scaled_sa
         assert scaled > 1.25 * truth
     # A sample that is the whole corpus: the rule on its own counts.
     assert corpus_summaries((counts > 0).sum(axis=0), counts.sum(axis=0), n_docs, n_docs, 8) == truth
+
+
+def test_merge_work_grows_as_recurring_keys_piles_do():
+    """Each merge re-embeds its key with the fragments piled since the last summary; the model follows that growth."""
+    from ragopt.measure.merge_growth import MergeGrowth, merge_piles
+
+    # One fragment a merge: piles 1..7, the 8th makes 8 -> summarized into 1, then 2; three a merge: 3, 6, 9 -> 1, 4, 7.
+    assert merge_piles(np.array([1.0, 3.0]), np.array([[1, 7, 8, 9], [1, 2, 3, 5]]), 8).tolist() == [[1, 28, 29, 31], [3, 9, 10, 21]]
+
+    def piled(counts: np.ndarray) -> float:  # the corpus ingested document by document
+        pile, total = np.zeros(counts.shape[1]), 0.0
+        for row in counts:
+            named = row > 0
+            pile[named] += row[named]
+            pile[named & (pile >= 8)] = 1.0
+            total += pile[named].sum()
+        return total
+
+    counts = zipf_corpus()
+    sample = counts[np.random.default_rng(0).choice(len(counts), 40, replace=False)]
+    units = np.ones(40)
+    growth = MergeGrowth(sample, units, measured=0.0, curve=(np.array([40.0]), np.array([0.0])), threshold=8)
+    ratio = growth.work_ratio(float(len(counts)), len(counts))
+    assert ratio.value == pytest.approx(piled(counts) / piled(sample), rel=0.10)
+    assert ratio.value > 1.2 * len(counts) / 40 and ratio.lo <= ratio.value <= ratio.hi  # faster than the chunks
+    # Keys that never recur pile nothing up: the merge work grows as the chunks do.
+    once = np.eye(40)
+    assert MergeGrowth(once, units, 0.0, (np.array([40.0]), np.array([0.0])), 8).work_ratio(400.0, 400).value == pytest.approx(10.0)
+
+
+def test_a_sample_that_kept_every_core_busy_is_bound_by_the_cpu():
+    from ragopt.measure.estimators import exact
+    from ragopt.measure.plan_pace import fit_mode
+    from ragopt.measure.plan_prediction import cpu_work
+    from ragopt.measure.run import Run, run_frames
+
+    t = np.arange(0.0, 10.5, 0.5)
+    resources = pd.DataFrame({"t_s": t, "tree_cpu_s": 1.9 * t})  # 1.9 of 2 cores busy throughout
+    embed = [{"start_s": 1.0, "end_s": 9.0, "duration_s": 8.0, "texts": 100, "tokens": 5000}]
+    run = Run(meta={"mode": "ragopt", "slots": 8, "wall_s": 10.0}, resources=resources, **run_frames([], embed, [], []))
+    fit = fit_mode(run, {}, sample_parse_s=4.0, parse_workers=2, cores=2)
+    assert fit.bound == "CPU" and fit.cpu_s == pytest.approx(19.0) and fit.pace[0] == pytest.approx(1.9)
+    assert fit.capacity("CPU", slots=8, parse_workers=2, scales_with_slots=True)[0] == pytest.approx(1.9)
+    # The corpus's CPU work: its own parsing (the scan's) + the sample's other CPU grown with the merge work.
+    assert cpu_work(fit, parse_s=12.0, merge_work=exact(3.0, "x3")).value == pytest.approx(12.0 + (19.0 - 4.0) * 3)
+    idle = Run(meta={"mode": "ragopt", "slots": 8, "wall_s": 10.0}, resources=resources.assign(tree_cpu_s=0.5 * t),
+               **run_frames([], embed, [], []))
+    assert fit_mode(idle, {}, sample_parse_s=4.0, parse_workers=2, cores=2).bound == "embedding"  # 8 s busy > 5 s of CPU / 2
 
 
 # --------------------------------------------------------------------------- real plans
