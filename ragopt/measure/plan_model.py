@@ -9,7 +9,8 @@ What it fits (``fit``), from a sample ingested with the chosen backends
   table, equation blocks for theirs), by the regression estimator of
   ``ragopt.measure.estimators`` (interval: the fit's prediction interval);
 - merge summaries as the graph grows, by LightRAG's summary rule on the
-  sample's own graph keys scaled to the corpus (``merge_growth``);
+  corpus's key occurrence deconvolved from the sample's, and the merge work
+  (description fragments re-embedded) that grows with it (``merge_growth``);
 - embedding texts and tokens as the graph grows, on the sample run's own
   growth curve (``growth``; so too summaries where the answers name no
   graph keys);
@@ -18,14 +19,15 @@ What it fits (``fit``), from a sample ingested with the chosen backends
   endpoint's measured busy time), plus failed attempts' share;
 - per mode, how its wall time went (``plan_pace``): the stage that bound the
   sample, its steady pace, and the overhead outside it;
-- the non-LLM CPU seconds per chunk of the whole process tree on this machine.
+- the CPU seconds of the whole process tree on this machine (parsing, and the
+  rest, which grows with the merge work).
 
 Prediction (``PlanModel.predict``): calls and tokens by kind, their cost, the
 LLM service seconds and LLM-bound limit (service / K), and per mode the wall
 time = overhead + the longest of its stages, each stage's work over its
 capacity (``ModeFit.capacity``: the sample's bound stage at its measured
 pace, the others at nominal): LLM service seconds, embedding texts, the
-scan's parse seconds. More slots raise ragopt's LLM pace in proportion (its
+scan's parse seconds, CPU seconds. More slots raise ragopt's LLM pace in proportion (its
 utilization of the slots kept); RAG-Anything as shipped keeps LightRAG's own
 concurrency, so its LLM capacity never exceeds what it had in flight.
 """
