@@ -83,6 +83,13 @@ class Latency:
         return calls * self.ttft_s + completion_tokens * self.tpot_s
 
 
+def embeds_on_this_cpu(config: Any) -> bool:
+    """Whether the configured embedder runs on this machine's CPU (not an endpoint, not a GPU)."""
+    from ragopt.backends import embedding_device
+
+    return not config.embedding_base_url and embedding_device(config).resolve() == "cpu"
+
+
 def preset_latency(name: str) -> Latency:
     from ragopt.backends.llm_sim import PRESETS
 
@@ -161,9 +168,10 @@ def per_document(run: Any, files: Dict[str, str]) -> Tuple[pd.DataFrame, Dict[st
 
 
 def fit(sample_scan: pd.DataFrame, runs: Dict[str, Any], files: Dict[str, Dict[str, str]],
-        parse_workers: Optional[int] = None) -> PlanModel:
+        parse_workers: Optional[int] = None, embeds_on_cpu: bool = True) -> PlanModel:
     """Fit the model on the sample: ``runs`` by mode (``ragopt`` first: its calls are the corpus's LLM work),
-    ``files`` by mode: each run's file paths -> corpus files."""
+    ``files`` by mode: each run's file paths -> corpus files; ``embeds_on_cpu``: the embedder runs on this
+    machine's CPU (its work is then part of the CPU stage's)."""
     chosen = runs["ragopt"]
     sample_units = units(sample_scan)
     doc_units = sample_units["chunks"].to_dict()
@@ -178,7 +186,7 @@ def fit(sample_scan: pd.DataFrame, runs: Dict[str, Any], files: Dict[str, Dict[s
     workers = parse_workers or len(os.sched_getaffinity(0))
     parse_s = float(sample_scan["parse_s"].fillna(0).sum())
     cores = len(os.sched_getaffinity(0))
-    modes = {mode: fit_mode(run, run_units[mode], parse_s, workers, cores) for mode, run in runs.items()}
+    modes = {mode: fit_mode(run, parse_s, workers, cores, embeds_on_cpu) for mode, run in runs.items()}
     chunks = float(sample_units["chunks"].sum())
     summary_points = growth_points(chosen, run_units["ragopt"], summaries["end_s"], pd.Series(1.0, index=summaries.index))
     return PlanModel(

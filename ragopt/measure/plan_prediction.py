@@ -15,7 +15,7 @@ import pandas as pd
 
 from ragopt.measure.estimators import Estimate, add, exact
 from ragopt.measure.ledger import PER, Prices
-from ragopt.measure.growth import growth_total
+from ragopt.measure.growth import growth_total, poisson_ratio
 from ragopt.measure.plan_model import GROWN, MEASURES, Latency, PlanModel, kind_estimate, model_of, units
 from ragopt.measure.plan_pace import ModeFit
 
@@ -192,11 +192,13 @@ def cpu_work(fit: ModeFit, parse_s: float, merge_work: Estimate) -> Estimate:
                     f"the scan's parse seconds + the sample's other CPU seconds ({rest:.1f}) x the merge work's growth")
 
 
-def _mode(fit: ModeFit, is_chosen: bool, service: Estimate, slots: int, texts: Estimate, parse_s: float, workers: int,
+def _mode(fit: ModeFit, is_chosen: bool, service: Estimate, slots: int, parse_s: float, workers: int,
           merge_work: Estimate) -> ModePrediction:
     """Overhead + the longest stage, each stage's work over its capacity (``ModeFit.capacity``)."""
-    work = {"LLM slots": service, "embedding": texts, "parse": Estimate(parse_s, parse_s, parse_s, "measured by the scan"),
+    work = {"LLM slots": service, "parse": Estimate(parse_s, parse_s, parse_s, "measured by the scan"),
             "CPU": cpu_work(fit, parse_s, merge_work)}
+    if "embedding" in fit.work:
+        work["embedding"] = merge_work.scaled(fit.embed_tokens)
 
     def over(value: Optional[float], by: float) -> Optional[float]:
         return None if value is None else (value / by if by > 0 else math.inf)
@@ -205,7 +207,7 @@ def _mode(fit: ModeFit, is_chosen: bool, service: Estimate, slots: int, texts: E
     for stage, amount in work.items():
         rate, lo, hi = fit.capacity(stage, slots, workers, scales_with_slots=is_chosen)
         stages[stage] = Estimate(over(amount.value, rate), over(amount.lo, hi), over(amount.hi, lo),
-                                 f"{amount.how}, over {'the sample pace' if stage == fit.bound else 'nominal capacity'}")
+                                 f"{amount.how}, over {'the sample pace' if stage in fit.paced else 'nominal capacity'}")
     bound = max(stages, key=lambda s: stages[s].value)
 
     def wall_at(pick: str) -> Optional[float]:
@@ -237,17 +239,17 @@ def predict(model: PlanModel, corpus: pd.DataFrame, slots: Optional[int], latenc
     workers = parse_workers or chosen_fit.parse_workers
     service = _service(latency, calls, completion, model.failed_share)
     parse_s = float(ok["parse_s"].fillna(0).sum())
-    texts = {mode: growth_total(*fit.texts_points, chunks, f"{fit.label} embedding texts") for mode, fit in model.modes.items()}
-    embed_tokens = growth_total(*chosen_fit.embed_tokens_points, chunks, "embedding tokens")
+    sample_chunks = float(model.sample["chunks"].sum())
+    merge_work = (model.merges.work_ratio(chunks, len(ok)) if model.merges is not None
+                  else exact(chunks / sample_chunks if sample_chunks else 1.0, "merge work: chunks over the sample's"))
+    texts = {mode: poisson_ratio(fit.embed_texts, sample_chunks, chunks, f"{fit.label} embedding texts")
+             for mode, fit in model.modes.items()}
+    embed_tokens = merge_work.scaled(chosen_fit.embed_tokens)
     costs = _cost({kind: (prompt[kind], completion[kind]) for kind in calls}, prices, model.models)
     embedding_price = prices.embeddings.get(model.models.get("embedding", ""))
     costs["embedding"] = None if embedding_price is None else embed_tokens.scaled(embedding_price / PER)
     costs["total"] = None if costs["llm"] is None or costs["embedding"] is None else add([costs["llm"], costs["embedding"]], "LLM + embedding")
-    sample_chunks = float(model.sample["chunks"].sum())
-    merge_work = (model.merges.work_ratio(chunks, len(ok)) if model.merges is not None
-                  else exact(chunks / sample_chunks if sample_chunks else 1.0, "merge work: chunks over the sample's"))
-    modes = {mode: _mode(fit, mode == "ragopt", service, k, texts[mode], parse_s, workers, merge_work)
-             for mode, fit in model.modes.items()}
+    modes = {mode: _mode(fit, mode == "ragopt", service, k, parse_s, workers, merge_work) for mode, fit in model.modes.items()}
     return Prediction(
         documents=len(ok), chunks=int(chunks), parse_s=parse_s, slots=k, parse_workers=workers, latency=latency,
         simulated=model.simulated, calls=calls, prompt_tokens=prompt, completion_tokens=completion, cost=costs, prices=prices,

@@ -34,7 +34,7 @@ from ragopt.cache.content_cache import ContentCache
 from ragopt.config import RagoptConfig
 from ragopt.measure.corpus_scan import ascan
 from ragopt.measure.ledger import Prices
-from ragopt.measure.plan_model import Latency, PlanModel, fit
+from ragopt.measure.plan_model import Latency, PlanModel, embeds_on_this_cpu, fit
 from ragopt.measure.plan_prediction import Prediction, what_if
 from ragopt.measure.run import Run
 from ragopt.measure.sampling import stratified_sample
@@ -171,7 +171,7 @@ def _fitted(corpus: Path, scan: pd.DataFrame, chosen: List[str], copies: Dict[st
     started = time.perf_counter()
     sample_scan = scan[scan["file"].isin(chosen)]
     model = fit(sample_scan, runs, {mode: run_file_map(run, copies) for mode, run in runs.items()},
-                parse_workers=config.worker_pool_size)
+                parse_workers=config.worker_pool_size, embeds_on_cpu=embeds_on_this_cpu(config))
     latency = Latency(*endpoint_latency, source="given") if endpoint_latency else None
     prediction = model.predict(scan, slots=slots, latency=latency, parse_workers=config.worker_pool_size,
                                prices=Prices.resolve(prices) if prices is not None else Prices.from_config(config))

@@ -168,24 +168,33 @@ def test_merge_work_grows_as_recurring_keys_piles_do():
     assert MergeGrowth(once, units, 0.0, (np.array([40.0]), np.array([0.0])), 8).work_ratio(400.0, 400).value == pytest.approx(10.0)
 
 
-def test_a_sample_that_kept_every_core_busy_is_bound_by_the_cpu():
+def test_a_stage_the_sample_kept_busy_keeps_its_pace_and_the_others_run_at_nominal_capacity():
     from ragopt.measure.estimators import exact
     from ragopt.measure.plan_pace import fit_mode
     from ragopt.measure.plan_prediction import cpu_work
-    from ragopt.measure.run import Run, run_frames
+    from ragopt.measure.run import LLM_COLUMNS, Run, run_frames
 
     t = np.arange(0.0, 10.5, 0.5)
-    resources = pd.DataFrame({"t_s": t, "tree_cpu_s": 1.9 * t})  # 1.9 of 2 cores busy throughout
-    embed = [{"start_s": 1.0, "end_s": 9.0, "duration_s": 8.0, "texts": 100, "tokens": 5000}]
-    run = Run(meta={"mode": "ragopt", "slots": 8, "wall_s": 10.0}, resources=resources, **run_frames([], embed, [], []))
-    fit = fit_mode(run, {}, sample_parse_s=4.0, parse_workers=2, cores=2)
-    assert fit.bound == "CPU" and fit.cpu_s == pytest.approx(19.0) and fit.pace[0] == pytest.approx(1.9)
-    assert fit.capacity("CPU", slots=8, parse_workers=2, scales_with_slots=True)[0] == pytest.approx(1.9)
+    cpu = np.where(t < 2, 0.5 * t, 1.0 + 1.9 * (t - 2))  # a slow start, then 1.9 of 2 cores busy
+    calls = [dict.fromkeys(LLM_COLUMNS) | {"start_s": float(i), "end_s": i + 1.0, "service_ns": 10**9, "planned_ns": 10**9,
+                                            "queue_wait_ns": 0, "answer_wait_ns": 0, "granted_s": float(i), "released_s": i + 1.0,
+                                            "kind": "extract"} for i in range(10)]  # one slot of 8 in use
+    run = Run(meta={"mode": "ragopt", "slots": 8, "wall_s": 10.0}, resources=pd.DataFrame({"t_s": t, "tree_cpu_s": cpu}),
+              **run_frames(calls, [], [], []))
+    fit = fit_mode(run, sample_parse_s=4.0, parse_workers=2, cores=2)
+    assert fit.bound == "CPU" and fit.paced == ("CPU",) and fit.cpu_s == pytest.approx(16.2)
+    assert fit.capacity("CPU", slots=8, parse_workers=2, scales_with_slots=True)[0] == pytest.approx(1.9)  # the steady half
+    assert fit.capacity("LLM slots", slots=16, parse_workers=2, scales_with_slots=True)[0] == 16  # room to spare: nominal
+    assert fit.overhead_s == pytest.approx(10.0 - 16.2 / 1.9)  # the slow start, paid once
     # The corpus's CPU work: its own parsing (the scan's) + the sample's other CPU grown with the merge work.
-    assert cpu_work(fit, parse_s=12.0, merge_work=exact(3.0, "x3")).value == pytest.approx(12.0 + (19.0 - 4.0) * 3)
-    idle = Run(meta={"mode": "ragopt", "slots": 8, "wall_s": 10.0}, resources=resources.assign(tree_cpu_s=0.5 * t),
-               **run_frames([], embed, [], []))
-    assert fit_mode(idle, {}, sample_parse_s=4.0, parse_workers=2, cores=2).bound == "embedding"  # 8 s busy > 5 s of CPU / 2
+    assert cpu_work(fit, parse_s=12.0, merge_work=exact(3.0, "x3")).value == pytest.approx(12.0 + (16.2 - 4.0) * 3)
+    # Nothing busy (a mode that waits on its own documents one by one): every stage keeps the pace it showed.
+    idle = Run(meta={"mode": "rag_folder", "slots": 8, "wall_s": 10.0}, resources=pd.DataFrame({"t_s": t, "tree_cpu_s": 0.5 * t}),
+               **run_frames(calls, [], [], []))
+    slow = fit_mode(idle, sample_parse_s=1.0, parse_workers=2, cores=2)
+    assert set(slow.paced) == {"CPU", "LLM slots"}
+    assert slow.capacity("CPU", slots=8, parse_workers=2, scales_with_slots=False)[0] == pytest.approx(0.5)
+    assert slow.capacity("LLM slots", slots=8, parse_workers=2, scales_with_slots=False)[0] == pytest.approx(1.0)
 
 
 # --------------------------------------------------------------------------- real plans
