@@ -34,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
@@ -42,6 +42,7 @@ import numpy as np
 from ragopt.measure.estimators import Estimate, exact, t_quantile
 
 EM_ITERATIONS = 400
+JACKKNIFE_GROUPS = 20
 
 
 def summary_threshold() -> int:
@@ -158,27 +159,37 @@ class MergeGrowth:
     curve: Tuple[np.ndarray, np.ndarray]
     """(chunks ingested, summary calls so far) at each completed document of the sample run."""
     threshold: int
+    _memo: Dict[Tuple[str, float, int], Estimate] = field(default_factory=dict, repr=False, compare=False)
+    """Estimates already made (a what-if table asks for the same corpus many times)."""
 
     def _within_sample(self, chunks: float, documents: int) -> bool:
         return documents <= len(self.units) or chunks <= float(self.units.sum()) or not self.counts.size
 
     def _estimate(self, of_counts: Callable[[np.ndarray, np.ndarray], float], value_how: str) -> Estimate:
-        """``of_counts(counts, units)`` on the sample, with the jackknife interval over its documents.
+        """``of_counts(counts, units)`` on the sample, with the jackknife interval over its documents
+        (delete-a-group, at most ``JACKKNIFE_GROUPS`` groups).
 
         Not a bootstrap: a document drawn twice doubles every key it names, which is recurrence the corpus
         does not have, and biases the draws up.
         """
         value = of_counts(self.counts, self.units)
         n = len(self.units)
-        if n < 3:
+        groups = min(n, JACKKNIFE_GROUPS)
+        if groups < 3:
             return Estimate(value, None, None, value_how + "; too few documents for an interval")
-        keep = ~np.eye(n, dtype=bool)
-        draws = np.array([of_counts(self.counts[row], self.units[row]) for row in keep])
-        half = t_quantile(n - 1) * math.sqrt((n - 1) / n * float(((draws - draws.mean()) ** 2).sum()))
+        group = np.arange(n) % groups
+        draws = np.array([of_counts(self.counts[group != g], self.units[group != g]) for g in range(groups)])
+        half = t_quantile(groups - 1) * math.sqrt((groups - 1) / groups * float(((draws - draws.mean()) ** 2).sum()))
         return Estimate(value, value - half, value + half, value_how + "; jackknife interval over the sampled documents")
 
     def summaries(self, chunks: float, documents: int) -> Estimate:
         """Summary calls for a corpus of ``documents`` documents and ``chunks`` chunks."""
+        key = ("summaries", float(chunks), int(documents))
+        if key not in self._memo:
+            self._memo[key] = self._summaries(chunks, documents)
+        return self._memo[key]
+
+    def _summaries(self, chunks: float, documents: int) -> Estimate:
         if self._within_sample(chunks, documents):
             x, y = self.curve  # within the sample: what its run measured there
             value = float(np.interp(chunks, x, y)) if len(x) else self.measured
@@ -196,6 +207,12 @@ class MergeGrowth:
     def work_ratio(self, chunks: float, documents: int) -> Estimate:
         """The corpus's merge work over the sample's: description fragments carried by every merge's embedded
         text (each merge's own, linear in chunks, plus what recurring keys' piles add)."""
+        key = ("work", float(chunks), int(documents))
+        if key not in self._memo:
+            self._memo[key] = self._work_ratio(chunks, documents)
+        return self._memo[key]
+
+    def _work_ratio(self, chunks: float, documents: int) -> Estimate:
         sample_chunks = float(self.units.sum())
         if self._within_sample(chunks, documents):
             return exact(chunks / sample_chunks if sample_chunks else 1.0, "merge work: chunks over the sample's")
