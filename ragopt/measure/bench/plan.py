@@ -174,15 +174,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     out_dir = Path(args.out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     corpora = [Path(c).resolve() for c in args.corpus]
-    for n in args.synthetic or ([] if args.corpus else [200]):
+    for n in [] if args.skip_comparison else args.synthetic or ([] if args.corpus else [200]):
         folder = out_dir / f"synthetic-{n}"
         if not folder.exists():
             synthetic_corpus(folder, n, seed=args.seed)
         corpora.append(folder)
-    if not args.corpus and DEV_CORPUS.is_dir() and not args.synthetic:
+    if not args.corpus and DEV_CORPUS.is_dir() and not args.synthetic and not args.skip_comparison:
         corpora.append(DEV_CORPUS)
-    if args.skip_comparison:
-        corpora = []
     for corpus in corpora:
         if not corpus_files(corpus):
             print(f"no documents in {corpus}", file=sys.stderr)
