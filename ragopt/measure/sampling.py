@@ -4,7 +4,9 @@ Strata are (format, size class), size classes being the terciles of the
 corpus's text tokens. Each stratum gets its proportional share of the
 sample (largest remainders), at least one document while the sample has
 room for one per stratum, and its documents are drawn at random with a
-fixed seed. Default size: 10% of the corpus or 10 documents, whichever is
+fixed seed. A stratum the floor already lifted to its share gets no more:
+the planner's merge model reads the sample as a simple random draw of
+documents, and over-drawn formats would fake key recurrence. Default size: 10% of the corpus or 10 documents, whichever is
 larger (all of a corpus of 10 or fewer).
 """
 
@@ -43,12 +45,10 @@ def stratified_sample(scan: pd.DataFrame, n: Optional[int] = None, seed: int = 0
     if size >= len(groups):  # room for one per stratum: no stratum goes unseen
         take = {name: max(1, count) for name, count in take.items()}
     left = size - sum(take.values())
-    order = sorted(groups, key=lambda g: share[g] - int(share[g]), reverse=True)
-    while left > 0:  # largest remainders first; the sample is never larger than the corpus, so this ends
-        for name in order:
-            if left > 0 and take[name] < len(groups[name]):
-                take[name] += 1
-                left -= 1
+    while left > 0:  # the stratum furthest below its share first (a floor of one already counts); never larger than the corpus
+        name = max((g for g in groups if take[g] < len(groups[g])), key=lambda g: share[g] - take[g])
+        take[name] += 1
+        left -= 1
     while sum(take.values()) > size:  # the one-per-stratum floor overshot: trim the largest strata
         largest = max(take, key=take.get)
         take[largest] -= 1

@@ -44,6 +44,12 @@ def test_stratified_sample_holds_every_format_and_size_class_in_proportion():
     assert set(strata(scan)[scan["file"].isin(sample)].str.split("/").str[1]) == {"small", "medium", "large"}
     assert stratified_sample(scan, seed=1) == sample  # same seed, same sample
     assert stratified_sample(scan, seed=2) != sample
+    # Strata of about one document's share each: the floor of one is their share, no stratum gets a second
+    # while another is further below its own (it did: 5 DOCX of 20 for 28 of 200, where 3 is the share).
+    mixed = fake_scan({"txt": 137, "md": 35, "docx": 28})
+    mixed["text_tokens"] = [100 * (i % 3) + i / 1000 for i in range(len(mixed))]  # every format in every size class
+    drawn = mixed[mixed["file"].isin(stratified_sample(mixed))]["format"].value_counts()
+    assert len(drawn.index) == 3 and abs(drawn["docx"] - 2.8) < 1 and abs(drawn["md"] - 3.5) < 1
     failed = scan.assign(error=["parse error"] * 5 + [None] * 95)
     assert not set(stratified_sample(failed, n=100)) & set(failed["file"][:5])  # unparsable files are never sampled
 
