@@ -59,7 +59,9 @@ def relative_error(predicted: Optional[float], measured: Optional[float]) -> Opt
 
 def _row(metric: str, estimate: Optional[Estimate], measured: Optional[float]) -> Dict[str, Any]:
     value = None if estimate is None else estimate.value
-    inside = None if estimate is None or not estimate.has_interval or measured is None else estimate.lo <= measured <= estimate.hi
+    slack = 1e-9 * max(1.0, abs(measured or 0.0))  # an exact figure summed in floating point is still exact
+    inside = (None if estimate is None or not estimate.has_interval or measured is None
+              else estimate.lo - slack <= measured <= estimate.hi + slack)
     return {"metric": metric, "predicted": value, "lo": None if estimate is None else estimate.lo,
             "hi": None if estimate is None else estimate.hi, "measured": measured,
             "error": relative_error(value, measured), "in_interval": inside}
