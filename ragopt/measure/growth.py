@@ -1,12 +1,12 @@
-"""Growth curves: an amount (summary calls, embedding texts) as a run ingests more of its sample.
+"""Growth curves: an amount (summary calls, where the answers name no graph keys for the merge model) as a run
+ingests more of its sample.
 
 ``growth_points`` reads the curve off a run (the amount so far at each
 document's completion, against the chunks ingested by then); ``growth_total``
 extends it to a corpus's chunks with a power law fitted on it, or with the
 sample's ratio and a Poisson interval where the curve has too few points or
 is lumpy: when one step holds over half of its rise, the curve says when a
-few large batches ran (ragopt's micro-batched, write-behind embeddings), not
-how the amount grows with the graph.
+few large batches ran, not how the amount grows with the graph.
 """
 
 from __future__ import annotations

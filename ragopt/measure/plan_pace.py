@@ -76,7 +76,6 @@ class ModeFit:
     """The sample's wall time beyond its bound stage's work at its pace: start, ramp-up, drain, last flush."""
     embed_texts: float = 0.0
     embed_tokens: float = 0.0
-    embeds_on_cpu: bool = True
 
     @property
     def cpu_s(self) -> float:
@@ -185,5 +184,5 @@ def fit_mode(run: Any, sample_parse_s: float, parse_workers: int, cores: int, em
         mode=run.meta.get("mode", run.label), label=PLANNER_MODES.get(run.meta.get("mode"), run.label), slots=slots,
         max_in_flight=max(1, max_in_flight), wall_s=wall, parse_workers=parse_workers, cores=cores, work=work, paces=paces,
         busy=busy, bound=bound, paced=paced, overhead_s=max(0.0, wall - work[bound] / bound_pace) if bound_pace > 0 else 0.0,
-        embed_texts=float(embed["texts"].sum()), embed_tokens=tokens, embeds_on_cpu=embeds_on_cpu,
+        embed_texts=float(embed["texts"].sum()), embed_tokens=tokens,
     )
