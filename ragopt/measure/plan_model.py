@@ -11,14 +11,14 @@ What it fits (``fit``), from a sample ingested with the chosen backends
 - merge summaries as the graph grows, by LightRAG's summary rule on the
   corpus's key occurrence deconvolved from the sample's, and the merge work
   (description fragments re-embedded) that grows with it (``merge_growth``);
-- embedding texts and tokens as the graph grows, on the sample run's own
-  growth curve (``growth``; so too summaries where the answers name no
-  graph keys);
+- embedding texts by the chunks and tokens by the merge work (summaries
+  where the answers name no graph keys: the sample run's own growth curve,
+  ``growth``);
 - the latency of a call: service seconds = ttft + completion tokens x tpot,
   least squares over the sample's calls (the simulator's plan, or the
   endpoint's measured busy time), plus failed attempts' share;
-- per mode, how its wall time went (``plan_pace``): the stage that bound the
-  sample, its steady pace, and the overhead outside it;
+- per mode, how its wall time went (``plan_pace``): each stage's steady pace,
+  which stages were busy (they keep that pace), and the overhead outside them;
 - the CPU seconds of the whole process tree on this machine (parsing, and the
   rest, which grows with the merge work).
 
