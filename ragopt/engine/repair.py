@@ -21,7 +21,8 @@ namespace of the knowledge base's own kind (``ragopt_in_flight``), the
 documents it has started whose data it has not yet seen on disk: a batch's
 documents go on it before any of their text is queued, and come off once a
 full flush that began after they were complete has finished without a write
-error (``InFlight``, hooked on LightRAG's ``_insert_done``).
+error (``InFlight``, hooked on LightRAG's end-of-document flush through
+``ragopt.compat.lightrag.wrap_flush_all``).
 
 ``InFlight.repair()``, at the start of each ingest call (LightRAG idle),
 takes every document of the first two kinds and every listed one. One the
