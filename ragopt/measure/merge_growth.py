@@ -133,16 +133,14 @@ def deconvolve(docs: np.ndarray, chunks: np.ndarray, n_sample: int, n_corpus: in
     return KeyOccurrence(np.broadcast_to(grid, (len(docs), len(grid))), chunks / docs, posterior[key_value] / p_seen)
 
 
-def corpus_summaries(docs: np.ndarray, chunks: np.ndarray, n_sample: int, n_corpus: int, threshold: int) -> float:
-    """The rule's summaries over the corpus's keys, from each seen key's sampled documents and chunks."""
-    keys = deconvolve(docs, chunks, n_sample, n_corpus)
+def corpus_summaries(keys: KeyOccurrence, threshold: int) -> float:
+    """The rule's summaries over the corpus's keys."""
     return keys.total(rule(keys.grid * keys.per_doc[:, None], threshold))
 
 
-def pile_excess(docs: np.ndarray, chunks: np.ndarray, n_sample: int, n_corpus: int, threshold: int) -> float:
+def pile_excess(keys: KeyOccurrence, threshold: int) -> float:
     """Fragments re-embedded over the corpus beyond each merge's own: what recurring keys' growing
     descriptions add to the embedding work (a key merged once adds none, so unseen rare keys do not matter)."""
-    keys = deconvolve(docs, chunks, n_sample, n_corpus)
     if not len(keys.per_doc):
         return 0.0
     return keys.total(merge_piles(keys.per_doc, keys.grid, threshold) - keys.grid * keys.per_doc[:, None])
@@ -159,35 +157,48 @@ class MergeGrowth:
     curve: Tuple[np.ndarray, np.ndarray]
     """(chunks ingested, summary calls so far) at each completed document of the sample run."""
     threshold: int
-    _memo: Dict[Tuple[str, float, int], Estimate] = field(default_factory=dict, repr=False, compare=False)
-    """Estimates already made (a what-if table asks for the same corpus many times)."""
+    _memo: Dict[Tuple[Any, ...], Any] = field(default_factory=dict, repr=False, compare=False)
+    """Estimates and key occurrences already made (a what-if table asks for the same corpus many times)."""
 
     def _within_sample(self, chunks: float, documents: int) -> bool:
         return documents <= len(self.units) or chunks <= float(self.units.sum()) or not self.counts.size
 
-    def _estimate(self, of_counts: Callable[[np.ndarray, np.ndarray], float], value_how: str) -> Estimate:
-        """``of_counts(counts, units)`` on the sample, with the jackknife interval over its documents
+    def _occurrence(self, left_out: int, documents: int) -> KeyOccurrence:
+        """The deconvolved key occurrence of the sample without jackknife group ``left_out`` (-1: none), for a
+        corpus of ``documents``; the summaries and the merge work share it."""
+        key = ("keys", left_out, int(documents))
+        if key not in self._memo:
+            rows = self._rows(left_out)
+            counts = self.counts[rows]
+            self._memo[key] = deconvolve((counts > 0).sum(axis=0), counts.sum(axis=0), int(rows.sum()), documents)
+        return self._memo[key]
+
+    def _rows(self, left_out: int) -> np.ndarray:
+        return np.arange(len(self.units)) % JACKKNIFE_GROUPS != left_out
+
+    def _estimate(self, of_sample: Callable[[int], float], value_how: str) -> Estimate:
+        """``of_sample(left_out)`` on the sample (-1) with the jackknife interval over its documents
         (delete-a-group, at most ``JACKKNIFE_GROUPS`` groups).
 
         Not a bootstrap: a document drawn twice doubles every key it names, which is recurrence the corpus
         does not have, and biases the draws up.
         """
-        value = of_counts(self.counts, self.units)
-        n = len(self.units)
-        groups = min(n, JACKKNIFE_GROUPS)
+        value = of_sample(-1)
+        groups = min(len(self.units), JACKKNIFE_GROUPS)
         if groups < 3:
             return Estimate(value, None, None, value_how + "; too few documents for an interval")
-        group = np.arange(n) % groups
-        draws = np.array([of_counts(self.counts[group != g], self.units[group != g]) for g in range(groups)])
+        draws = np.array([of_sample(g) for g in range(groups)])
         half = t_quantile(groups - 1) * math.sqrt((groups - 1) / groups * float(((draws - draws.mean()) ** 2).sum()))
         return Estimate(value, value - half, value + half, value_how + "; jackknife interval over the sampled documents")
 
+    def _memoized(self, key: Tuple[Any, ...], make: Callable[[], Estimate]) -> Estimate:
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
+
     def summaries(self, chunks: float, documents: int) -> Estimate:
         """Summary calls for a corpus of ``documents`` documents and ``chunks`` chunks."""
-        key = ("summaries", float(chunks), int(documents))
-        if key not in self._memo:
-            self._memo[key] = self._summaries(chunks, documents)
-        return self._memo[key]
+        return self._memoized(("summaries", float(chunks), int(documents)), lambda: self._summaries(chunks, documents))
 
     def _summaries(self, chunks: float, documents: int) -> Estimate:
         if self._within_sample(chunks, documents):
@@ -195,33 +206,30 @@ class MergeGrowth:
             value = float(np.interp(chunks, x, y)) if len(x) else self.measured
             return exact(value, "merge summary calls: measured on the sample's growth curve")
 
-        def added(counts: np.ndarray) -> float:  # what the rule adds between these documents' key counts and the corpus's
-            docs, fragments = (counts > 0).sum(axis=0), counts.sum(axis=0)
-            return (corpus_summaries(docs, fragments, len(counts), documents, self.threshold)
+        def added(left_out: int) -> float:  # what the rule adds between these documents' key counts and the corpus's
+            fragments = self.counts[self._rows(left_out)].sum(axis=0)
+            return (corpus_summaries(self._occurrence(left_out, documents), self.threshold)
                     - float(rule(fragments, self.threshold).sum()))
 
-        return self._estimate(lambda counts, _: self.measured + added(counts),
+        return self._estimate(lambda left_out: self.measured + added(left_out),
                               f"merge summary calls: the sample's, plus LightRAG's summary rule (every {self.threshold - 1} "
                               "fragments of a key) on the corpus's key counts deconvolved from the sample's document occurrences")
 
     def work_ratio(self, chunks: float, documents: int) -> Estimate:
         """The corpus's merge work over the sample's: description fragments carried by every merge's embedded
         text (each merge's own, linear in chunks, plus what recurring keys' piles add)."""
-        key = ("work", float(chunks), int(documents))
-        if key not in self._memo:
-            self._memo[key] = self._work_ratio(chunks, documents)
-        return self._memo[key]
+        return self._memoized(("work", float(chunks), int(documents)), lambda: self._work_ratio(chunks, documents))
 
     def _work_ratio(self, chunks: float, documents: int) -> Estimate:
         sample_chunks = float(self.units.sum())
         if self._within_sample(chunks, documents):
             return exact(chunks / sample_chunks if sample_chunks else 1.0, "merge work: chunks over the sample's")
 
-        def ratio(counts: np.ndarray, units: np.ndarray) -> float:
-            docs, fragments = (counts > 0).sum(axis=0), counts.sum(axis=0)
-            own, scale = float(fragments.sum()), chunks / float(units.sum())
-            sample = own + pile_excess(docs, fragments, len(counts), len(counts), self.threshold)
-            corpus = own * scale + pile_excess(docs, fragments, len(counts), documents, self.threshold)
+        def ratio(left_out: int) -> float:
+            rows = self._rows(left_out)
+            own, scale = float(self.counts[rows].sum()), chunks / float(self.units[rows].sum())
+            sample = own + pile_excess(self._occurrence(left_out, int(rows.sum())), self.threshold)
+            corpus = own * scale + pile_excess(self._occurrence(left_out, documents), self.threshold)
             return corpus / sample if sample else scale
 
         return self._estimate(ratio, "merge work (description fragments embedded) of the corpus over the sample's: "

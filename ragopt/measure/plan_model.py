@@ -25,9 +25,10 @@ What it fits (``fit``), from a sample ingested with the chosen backends
 Prediction (``PlanModel.predict``): calls and tokens by kind, their cost, the
 LLM service seconds and LLM-bound limit (service / K), and per mode the wall
 time = overhead + the longest of its stages, each stage's work over its
-capacity (``ModeFit.capacity``: the sample's bound stage at its measured
-pace, the others at nominal): LLM service seconds, embedding texts, the
-scan's parse seconds, CPU seconds. More slots raise ragopt's LLM pace in proportion (its
+capacity (``ModeFit.capacity``: the stages the sample kept busy at their
+measured pace, the others at nominal): LLM service seconds, the scan's
+parse seconds, CPU seconds, and embedding tokens where the embedder is not
+this CPU. More slots raise ragopt's LLM pace in proportion (its
 utilization of the slots kept); RAG-Anything as shipped keeps LightRAG's own
 concurrency, so its LLM capacity never exceeds what it had in flight.
 """
@@ -183,9 +184,9 @@ def fit(sample_scan: pd.DataFrame, runs: Dict[str, Any], files: Dict[str, Dict[s
     summary_tokens = {m: float(pd.to_numeric(summaries[m], errors="coerce").fillna(0).mean()) if len(summaries) else 0.0
                       for m in ("prompt_tokens", "completion_tokens")}
     latency, failed_share = _fit_latency(chosen)
-    workers = parse_workers or len(os.sched_getaffinity(0))
-    parse_s = float(sample_scan["parse_s"].fillna(0).sum())
     cores = len(os.sched_getaffinity(0))
+    workers = parse_workers or cores
+    parse_s = float(sample_scan["parse_s"].fillna(0).sum())
     modes = {mode: fit_mode(run, parse_s, workers, cores, embeds_on_cpu) for mode, run in runs.items()}
     chunks = float(sample_units["chunks"].sum())
     summary_points = growth_points(chosen, run_units["ragopt"], summaries["end_s"], pd.Series(1.0, index=summaries.index))

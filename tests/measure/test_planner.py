@@ -131,19 +131,19 @@ def zipf_corpus(n_docs: int = 400, n_keys: int = 4000, seed: int = 7) -> np.ndar
 
 def test_merge_summaries_of_a_corpus_come_from_document_occurrence_not_scaled_sample_counts():
     """Keys a 10% sample saw once are mostly rare keys, not frequent ones: scaling their counts by 10 overshoots."""
-    from ragopt.measure.merge_growth import corpus_summaries, rule
+    from ragopt.measure.merge_growth import corpus_summaries, deconvolve, rule
 
     counts = zipf_corpus()
     n_docs = len(counts)
     truth = rule(counts.sum(axis=0), 8).sum()
     for seed in range(5):
         sample = counts[np.random.default_rng(seed).choice(n_docs, 40, replace=False)]
-        predicted = corpus_summaries((sample > 0).sum(axis=0), sample.sum(axis=0), 40, n_docs, 8)
+        predicted = corpus_summaries(deconvolve((sample > 0).sum(axis=0), sample.sum(axis=0), 40, n_docs), 8)
         scaled = rule(sample.sum(axis=0) * counts.sum() / sample.sum(), 8).sum()
         assert predicted == pytest.approx(truth, rel=0.12)
         assert scaled > 1.25 * truth
     # A sample that is the whole corpus: the rule on its own counts.
-    assert corpus_summaries((counts > 0).sum(axis=0), counts.sum(axis=0), n_docs, n_docs, 8) == truth
+    assert corpus_summaries(deconvolve((counts > 0).sum(axis=0), counts.sum(axis=0), n_docs, n_docs), 8) == truth
 
 
 def test_merge_work_grows_as_recurring_keys_piles_do():
