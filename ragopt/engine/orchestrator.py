@@ -37,6 +37,7 @@ from ragopt.cache.content_cache import ContentCache, file_sha256
 from ragopt.compat.raganything import ensure_initialized
 from ragopt.compat.storage_files import protect_storage_files
 from ragopt.config import RagoptConfig
+from ragopt.engine.flushes import storage_flushes_deferred
 from ragopt.engine.parse_pool import LocalParseExecutor, ParserSpec, parser_spec
 from ragopt.engine.queue_driver import LightRAGQueue
 from ragopt.engine.repair import InFlight, prepare_resume
@@ -361,30 +362,34 @@ async def aingest(
     spec = parser_spec(rag, **parse_options)
     protect_storage_files()  # before LightRAG opens its files
     await ensure_initialized(rag)
-    unconfirmed = await prepare_resume(rag)  # before LightRAG's first run would merge a half-merged document again
-    cache = cache if cache is not None else ContentCache.from_config(config)
-    if budget is None and settings.memory_budget_mb:
-        budget = MemoryBudget(settings.memory_budget_mb)
-    ingestion = _Ingestion(
-        rag, cache=cache, spec=spec, budget=budget, in_flight=settings.in_flight,
-        executor=executor or LocalParseExecutor(settings.parse_workers),
-        # No more can be queued than are in flight.
-        start_after=min(start_after or rag.lightrag.max_parallel_insert, settings.in_flight),
-        total=len(paths), progress=progress, unconfirmed=unconfirmed,
-        versions=await SourceVersions.open(rag) if replace_changed or remove_missing else None,
-        remove_missing=remove_missing,
-    )
-    cleaner = None
-    if settings.memory_cleanup_interval_s:
-        cleaner = asyncio.create_task(_clean_memory_every(settings.memory_cleanup_interval_s))
-    try:
-        size = settings.batch_size or max(1, len(paths))
-        batches = [paths[i:i + size] for i in range(0, len(paths), size)]
-        await ingestion.run(batches, settings.batch_timeout_s)
-        await unconfirmed.flush()  # the documents completed last are on disk, and off the in-flight list
-    finally:
-        if cleaner is not None:
-            cleaner.cancel()
+    # Single storages' flushes wait for the full flushes (ragopt.engine.flushes); the last one ends the call.
+    with storage_flushes_deferred():
+        unconfirmed = await prepare_resume(rag)  # before LightRAG's first run would merge a half-merged document again
+        cache = cache if cache is not None else ContentCache.from_config(config)
+        if budget is None and settings.memory_budget_mb:
+            budget = MemoryBudget(settings.memory_budget_mb)
+        ingestion = _Ingestion(
+            rag, cache=cache, spec=spec, budget=budget, in_flight=settings.in_flight,
+            executor=executor or LocalParseExecutor(settings.parse_workers),
+            # No more can be queued than are in flight.
+            start_after=min(start_after or rag.lightrag.max_parallel_insert, settings.in_flight),
+            total=len(paths), progress=progress, unconfirmed=unconfirmed,
+            versions=await SourceVersions.open(rag) if replace_changed or remove_missing else None,
+            remove_missing=remove_missing,
+        )
+        cleaner = None
+        if settings.memory_cleanup_interval_s:
+            cleaner = asyncio.create_task(_clean_memory_every(settings.memory_cleanup_interval_s))
+        try:
+            size = settings.batch_size or max(1, len(paths))
+            batches = [paths[i:i + size] for i in range(0, len(paths), size)]
+            await ingestion.run(batches, settings.batch_timeout_s)
+        finally:
+            if cleaner is not None:
+                cleaner.cancel()
+            # Also after an error or a cancel: what is done reaches disk, the documents completed last
+            # come off the in-flight list.
+            await asyncio.shield(unconfirmed.flush())
     cache.merge_stats(ingestion.cache_stats)
     files = pd.DataFrame(ingestion.rows, columns=DOC_COLUMNS)
     gate = {} if budget is None else {"held_count": budget.held_count, "held_seconds": budget.held_seconds}

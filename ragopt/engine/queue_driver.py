@@ -35,6 +35,7 @@ class LightRAGQueue:
         self.all_queued = all_queued
         self.on_poll = on_poll
         self.waiting: Dict[str, Tuple[asyncio.Future, Optional[str]]] = {}
+        self.queued_ids: set = set()  # whose record exists (queued here, or left by a previous run)
         self.started = False
         self.tasks: List[asyncio.Task] = []
         self.chunks_done = 0
@@ -52,6 +53,7 @@ class LightRAGQueue:
         self.waiting[doc_id] = (waiter, (previous or {}).get("updated_at"))
         if previous is None:
             track_id = await self.lightrag.apipeline_enqueue_documents(input=text, ids=doc_id, file_paths=file_ref)
+        self.queued_ids.add(doc_id)
         queued()
         self.maybe_start()
         record = await waiter
@@ -84,20 +86,28 @@ class LightRAGQueue:
             records = await self.lightrag.doc_status.get_by_ids(ids)
             idle = not pipeline.get("busy") and not pipeline.get("request_pending")
             for doc_id, record in zip(ids, records):
-                waiter, stale_update = self.waiting[doc_id]
+                stale_update = self.waiting[doc_id][1]
+                if record is None and doc_id in self.queued_ids:
+                    # LightRAG deleted it: its consistency check drops a record whose text is not in full_docs.
+                    self._resolve(doc_id, {"status": "failed", "error_msg": "LightRAG deleted the document's status "
+                                           "record (it drops one whose text is missing from full_docs); run again"})
+                    continue
                 record = record or {}
                 if record.get("updated_at") == stale_update:
                     continue  # still the previous run's record
                 # LightRAG retries a FAILED text on its next run: final only once it is idle.
                 if record.get("status") == "processed" or (record.get("status") == "failed" and idle):
-                    self.chunks_done += record.get("chunks_count") or 0
-                    del self.waiting[doc_id]
-                    if not waiter.done():
-                        waiter.set_result(record)
+                    self._resolve(doc_id, record)
             if idle and self.waiting and all(t.done() for t in self.tasks):
                 # Parsing ended below the start threshold, or texts were queued
                 # after the last run looked for work: run (again).
                 self.maybe_start()
+
+    def _resolve(self, doc_id: str, record: dict) -> None:
+        self.chunks_done += record.get("chunks_count") or 0
+        waiter, _ = self.waiting.pop(doc_id)
+        if not waiter.done():
+            waiter.set_result(record)
 
     async def finish(self) -> None:
         """Wait for the runs started so far."""

@@ -27,7 +27,10 @@ error (``InFlight``, hooked on LightRAG's end-of-document flush through
 ``InFlight.repair()``, at the start of each ingest call (LightRAG idle),
 takes every document of the first two kinds and every listed one. One the
 graph names no chunk of was never merged and is left as it is; every other
-one is
+one is, after its chunk ids are saved in the journal (a kill before the
+repair's flush leaves files where the status and chunk records already say the
+document is gone while the graph still has it; the next repair reads the ids
+from there),
 
 1. given its full footprint: its chunks are its status record's
    ``chunks_list`` plus each chunk the graph names whose text record belongs
@@ -81,10 +84,11 @@ def source_chunks(item: Dict[str, Any]) -> Set[str]:
 class InFlight:
     """The documents of one knowledge base that ragopt started and has not yet seen on disk."""
 
-    def __init__(self, rag: Any, storage: Any, doc_ids: Set[str]):
+    def __init__(self, rag: Any, storage: Any, doc_ids: Set[str], repairing_chunks: Dict[str, List[str]]):
         self.rag = rag
         self.storage = storage
         self.doc_ids = doc_ids
+        self.repairing_chunks = repairing_chunks  # doc id -> its chunks, while a repair deletes it
         # Off until the first repair: a listed document read from disk can say complete while its
         # data never reached disk, and a flush now would not write it.
         self.confirming = False
@@ -98,12 +102,14 @@ class InFlight:
         if journal is None:
             storage = await kv_namespace(lightrag, NAMESPACE)
             record = await storage.get_by_id(KEY)
-            journal = lightrag.ragopt_in_flight = cls(rag, storage, set((record or {}).get("doc_ids", [])))
+            record = record or {}
+            journal = lightrag.ragopt_in_flight = cls(rag, storage, set(record.get("doc_ids", [])),
+                                                      dict(record.get("repairing_chunks", {})))
             wrap_flush_all(lightrag, lambda flush: functools.partial(journal.around_flush, flush))
         return journal
 
     async def _save(self) -> None:
-        await self.storage.upsert({KEY: {"doc_ids": sorted(self.doc_ids)}})
+        await self.storage.upsert({KEY: {"doc_ids": sorted(self.doc_ids), "repairing_chunks": self.repairing_chunks}})
         await self.storage.index_done_callback()
 
     async def mark(self, doc_ids: Iterable[str]) -> None:
@@ -144,34 +150,39 @@ class InFlight:
 
         unfinished = await lightrag.doc_status.get_docs_by_statuses(
             [DocStatus.PENDING, DocStatus.PROCESSING, DocStatus.FAILED, DocStatus.HANDLING])
-        ids = sorted(self.doc_ids | set(unfinished))
+        ids = sorted(self.doc_ids | set(unfinished) | set(self.repairing_chunks))
         records = dict(zip(ids, await lightrag.doc_status.get_by_ids(ids)))
-        footprints = await _footprints(lightrag, {d: r for d, r in records.items() if r}) if ids else {}
-        repaired = []
+        # A repair killed before its flush may have left no status record: the saved chunks stand for it.
+        records = {d: r or ({"status": "processing", "file_path": ""} if d in self.repairing_chunks else None)
+                   for d, r in records.items()}
+        footprints = await _footprints(lightrag, {d: r for d, r in records.items() if r}, self.repairing_chunks) if ids else {}
+        to_repair = [
+            d for d in ids
+            if records[d] is not None and not _is_duplicate_marker(d, records[d]) and footprints[d][0]
+            and (records[d].get("status") in UNFINISHED or d in self.doc_ids or d in self.repairing_chunks)
+        ]
+        if to_repair:
+            # Write-ahead: the chunks about to be deleted, for a repair killed before its flush.
+            self.repairing_chunks = {d: sorted(footprints[d][0]) for d in to_repair}
+            await self._save()
         self.repairing = True
         try:
-            for doc_id in ids:
-                record = records[doc_id]
-                if record is None or _is_duplicate_marker(doc_id, record):
-                    continue
-                chunks, entities, relations = footprints[doc_id]
-                if not chunks or (record.get("status") not in UNFINISHED and doc_id not in self.doc_ids):
-                    continue
-                await _delete_and_queue_again(lightrag, self.rag, doc_id, record, chunks, entities, relations)
-                repaired.append(doc_id)
+            for doc_id in to_repair:
+                await _delete_and_queue_again(lightrag, self.rag, doc_id, records[doc_id], *footprints[doc_id])
         finally:
             self.repairing = False
-        if repaired:
+        if to_repair:
             await flush_all(lightrag)
             logger.warning("repaired %d document(s) a killed or cancelled run left half-merged: %s",
-                           len(repaired), ", ".join(repaired))
-        if self.doc_ids:
+                           len(to_repair), ", ".join(to_repair))
+        if self.doc_ids or self.repairing_chunks:
             # Only now that the repairs are on disk (a kill before this repairs again from the files).
             # Repaired ones are queued again and go back on the list with their batch.
             self.doc_ids.clear()
+            self.repairing_chunks = {}
             await self._save()
         self.confirming = True
-        return repaired
+        return to_repair
 
 
 def _is_duplicate_marker(doc_id: str, record: Dict[str, Any]) -> bool:
@@ -182,8 +193,10 @@ def _is_duplicate_marker(doc_id: str, record: Dict[str, Any]) -> bool:
 Footprint = Tuple[Set[str], Set[str], Set[Tuple[str, str]]]
 
 
-async def _footprints(lightrag: Any, records: Dict[str, Dict[str, Any]]) -> Dict[str, Footprint]:
-    """doc id -> (its chunks, its entities, its relations as sorted pairs), from every store that names them."""
+async def _footprints(lightrag: Any, records: Dict[str, Dict[str, Any]],
+                      saved_chunks: Dict[str, List[str]]) -> Dict[str, Footprint]:
+    """doc id -> (its chunks, its entities, its relations as sorted pairs), from every store that names
+    them and from the chunks a killed repair saved."""
     graph = lightrag.chunk_entity_relation_graph
     nodes, edges = await graph.get_all_nodes(), await graph.get_all_edges()
     named = sorted({c for item in nodes + edges for c in source_chunks(item)})
@@ -191,6 +204,7 @@ async def _footprints(lightrag: Any, records: Dict[str, Dict[str, Any]]) -> Dict
     footprints: Dict[str, Footprint] = {}
     for doc_id, record in records.items():
         chunks = set(record.get("chunks_list") or []) | {c for c, d in owner.items() if d == doc_id}
+        chunks |= set(saved_chunks.get(doc_id, ()))
         listed_entities = await lightrag.full_entities.get_by_id(doc_id) or {}
         listed_relations = await lightrag.full_relations.get_by_id(doc_id) or {}
         entities = set(listed_entities.get("entity_names") or []) | {str(n["id"]) for n in nodes if source_chunks(n) & chunks}

@@ -109,6 +109,25 @@ def test_the_resumed_graph_is_the_uninterrupted_one_counted_once(interrupted):
     assert once["chunks_uninterrupted"] == once["chunks_killed"]
 
 
+def test_a_repair_killed_before_its_flush_is_finished_by_the_next_ingest(interrupted, tmp_path):
+    corpus, reference, _, _, _ = interrupted
+    kb = tmp_path / "kb"
+    shutil.copytree(reference, kb)
+    victim = content_doc_id(file_sha256(corpus[3]))
+    chunks = json.loads((kb / "kv_store_doc_status.json").read_text())[victim]["chunks_list"]
+    # As a repair killed in its flush leaves it: the status and chunk files were written after its
+    # deletion, the graph file not yet; only the chunk ids it saved in the journal still name them.
+    _edit_json(kb / "kv_store_doc_status.json", lambda status: status.pop(victim))
+    _edit_json(kb / "kv_store_text_chunks.json", lambda stored: [stored.pop(c) for c in chunks])
+    (kb / "kv_store_ragopt_in_flight.json").write_text(
+        json.dumps({"documents": {"doc_ids": [], "repairing_chunks": {victim: chunks}}}))
+    result = _ingest(kb, corpus)
+    rows = {Path(r.file).name: (r.status, r.stage) for r in result.files.itertuples()}
+    assert rows == {p.name: ("ok", None) if p == corpus[3] else ("skipped", "resume") for p in corpus}, rows
+    once = counted_once(reference, kb)
+    assert (once["weight_mismatches"], once["entity_source_mismatches"], once["relation_source_mismatches"]) == (0, 0, 0), once
+    assert compare_graphs(reference, kb)["same"]
+
 def test_the_crash_benchmark_three_kills_lose_double_corrupt_and_orphan_nothing(tmp_path):
     corpus = tmp_path / "corpus"
     synthetic_corpus(corpus, 7, seed=5, paragraphs_per_doc=2)  # the seventh is a DOCX with an image and a table

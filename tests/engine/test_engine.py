@@ -135,6 +135,8 @@ def test_good_files_are_stored_once_beside_the_bad_ones(messy):
     assert {"Ada Okafor of Northwind Labs", "Orion Systems", "Cedar Health"} <= entities and relations
     # The optimizations were on: coalesced flushes and micro-batched embeddings.
     assert 0 < stats["coalesce_flushes"]["flushes"] <= stats["coalesce_flushes"]["requests"]
+    # Status changes waited for the full flushes, and the last one wrote them (records above are read from disk).
+    assert stats["coalesce_flushes"]["deferred"] > 0
     assert stats["micro_batch_embeddings"]["texts"] >= stats["micro_batch_embeddings"]["batches"] > 0
 
 

@@ -3,7 +3,8 @@
 import asyncio
 import itertools
 from types import SimpleNamespace
-from ragopt.engine.flushes import coalesce_flushes
+from ragopt.engine.flushes import coalesce_flushes, storage_flushes_deferred
+
 STORAGE_NAMES = (
     "full_docs", "text_chunks", "full_entities", "full_relations", "entity_chunks", "relation_chunks",
     "llm_response_cache", "entities_vdb", "relationships_vdb", "chunks_vdb", "chunk_entity_relation_graph",
@@ -37,9 +38,25 @@ class FakeStorage:
         self.log.append(("end", self.name, self.clock()))
 
 
+class FakeStatusStore(FakeStorage):
+    """Records in memory; ``upsert`` then flushes the whole store, as LightRAG's JsonDocStatusStorage does."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.records = {}
+
+    async def get_by_ids(self, ids):
+        return [self.records.get(i) for i in ids]
+
+    async def upsert(self, data):
+        self.records.update(data)
+        await self.index_done_callback()
+
+
 def fake_lightrag(gated=False):
     log, clock, gates = [], Clock(), ([] if gated else None)
-    storages = {name: FakeStorage(name, log, clock, gates) for name in STORAGE_NAMES + ("doc_status",)}
+    storages = {name: FakeStorage(name, log, clock, gates) for name in STORAGE_NAMES}
+    storages["doc_status"] = FakeStatusStore("doc_status", log, clock, gates)
     return SimpleNamespace(**storages, clock=clock, gates=gates), log
 
 
@@ -133,3 +150,34 @@ def _flush_windows(log):
             windows.append((start, t))
             start = None
     return windows
+
+
+
+def test_status_writes_wait_for_the_next_full_flush_inside_an_ingest_call_except_new_chunk_lists():
+    lightrag, _ = fake_lightrag()
+    status = lightrag.doc_status
+    stats = {}
+    coalesce_flushes(lightrag, stats)
+
+    async def scenario():
+        await status.upsert({"d1": {"status": "pending"}})  # outside an ingest call: at once, as shipped
+        assert status.flushes == 1
+        with storage_flushes_deferred():
+            await status.upsert({"d1": {"status": "processing", "chunks_list": ["c1", "c2"]}})  # new chunks: at once
+            assert status.flushes == 2
+            await status.upsert({"d1": {"status": "processed", "chunks_list": ["c1", "c2"]}})
+            await asyncio.ensure_future(status.index_done_callback())  # tasks started inside defer too
+            assert status.flushes == 2
+            await status.upsert({"d1": {"status": "processed", "chunks_list": ["c1", "c2", "mm"]}})  # multimodal chunk
+            assert status.flushes == 3
+            await status.upsert({"d1": {"status": "processed", "multimodal_processed": True,
+                                        "chunks_list": ["c1", "c2", "mm"]}})
+            await lightrag.full_docs.index_done_callback()  # other stores' own flushes act at once
+            assert status.flushes == 3 and lightrag.full_docs.flushes == 1
+            await lightrag._insert_done()  # the full flush writes every store, status last
+            assert status.flushes == 4 and lightrag.full_docs.flushes == 2
+        await status.index_done_callback()
+        assert status.flushes == 5
+
+    asyncio.run(scenario())
+    assert stats == {"requests": 1, "flushes": 1, "deferred": 3}
