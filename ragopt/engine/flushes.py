@@ -1,12 +1,11 @@
 """Coalesced storage flushes: concurrent end-of-document flushes share one, with the same durability.
 
 Inside an ingest call, document-status writes also wait for the next full
-flush (``storage_flushes_deferred``): LightRAG's JSON status store rewrites its
+flush (``status_writes_deferred``): LightRAG's JSON status store rewrites its
 whole file at every status change, so as the knowledge base grows these
 rewrites take a growing share of the CPU (1,000 synthetic documents, fast
 preset: 7,707 rewrites of the status file, 766 s of a 1,606 s run; with this,
-1,391 and 276 s of 1,486 s). Two kinds
-of status write still go at once: one that adds chunk ids to a document's
+1,391 and 276 s of 1,486 s). Two kinds of status write still go at once: one that adds chunk ids to a document's
 ``chunks_list`` (the record ``ragopt.engine.repair`` reads to find what a
 killed run may have merged, so it must reach disk before that data can), and
 any outside an ingest call, as shipped. The ingest call ends with a full
@@ -27,11 +26,11 @@ from ragopt.compat.lightrag import data_storages, replace_flush_all
 from ragopt.engine.registry import AFTER_INIT, Optimization, register_optimization
 
 # True in an ingest call and the tasks it starts; a full flush sets it False for its own writes.
-_deferring = contextvars.ContextVar("ragopt_storage_flushes_deferred", default=False)
+_deferring = contextvars.ContextVar("ragopt_status_writes_deferred", default=False)
 
 
 @contextlib.contextmanager
-def storage_flushes_deferred() -> Iterator[None]:
+def status_writes_deferred() -> Iterator[None]:
     """Within this block (and tasks started in it) a status write waits for the next full flush."""
     token = _deferring.set(True)
     try:

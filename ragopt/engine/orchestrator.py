@@ -37,7 +37,7 @@ from ragopt.cache.content_cache import ContentCache, file_sha256
 from ragopt.compat.raganything import ensure_initialized
 from ragopt.compat.storage_files import protect_storage_files
 from ragopt.config import RagoptConfig
-from ragopt.engine.flushes import storage_flushes_deferred
+from ragopt.engine.flushes import status_writes_deferred
 from ragopt.engine.parse_pool import LocalParseExecutor, ParserSpec, parser_spec
 from ragopt.engine.queue_driver import LightRAGQueue
 from ragopt.engine.repair import InFlight, prepare_resume
@@ -362,8 +362,8 @@ async def aingest(
     spec = parser_spec(rag, **parse_options)
     protect_storage_files()  # before LightRAG opens its files
     await ensure_initialized(rag)
-    # Single storages' flushes wait for the full flushes (ragopt.engine.flushes); the last one ends the call.
-    with storage_flushes_deferred():
+    # Status writes wait for the full flushes (ragopt.engine.flushes); the last one ends the call.
+    with status_writes_deferred():
         unconfirmed = await prepare_resume(rag)  # before LightRAG's first run would merge a half-merged document again
         cache = cache if cache is not None else ContentCache.from_config(config)
         if budget is None and settings.memory_budget_mb:

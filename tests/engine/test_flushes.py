@@ -3,7 +3,7 @@
 import asyncio
 import itertools
 from types import SimpleNamespace
-from ragopt.engine.flushes import coalesce_flushes, storage_flushes_deferred
+from ragopt.engine.flushes import coalesce_flushes, status_writes_deferred
 
 STORAGE_NAMES = (
     "full_docs", "text_chunks", "full_entities", "full_relations", "entity_chunks", "relation_chunks",
@@ -162,7 +162,7 @@ def test_status_writes_wait_for_the_next_full_flush_inside_an_ingest_call_except
     async def scenario():
         await status.upsert({"d1": {"status": "pending"}})  # outside an ingest call: at once, as shipped
         assert status.flushes == 1
-        with storage_flushes_deferred():
+        with status_writes_deferred():
             await status.upsert({"d1": {"status": "processing", "chunks_list": ["c1", "c2"]}})  # new chunks: at once
             assert status.flushes == 2
             await status.upsert({"d1": {"status": "processed", "chunks_list": ["c1", "c2"]}})
