@@ -5,14 +5,15 @@ flush (``status_writes_deferred``): LightRAG's JSON status store rewrites its
 whole file at every status change, so as the knowledge base grows these
 rewrites take a growing share of the CPU (1,000 synthetic documents, fast
 preset: 7,707 rewrites of the status file, 766 s of a 1,606 s run; with this,
-1,391 and 276 s of 1,486 s). Two kinds of status write still go at once: one that adds chunk ids to a document's
-``chunks_list`` (the record ``ragopt.engine.repair`` reads to find what a
-killed run may have merged, so it must reach disk before that data can), and
-any outside an ingest call, as shipped. The ingest call ends with a full
-flush, and ragopt's in-flight journal covers a kill before it. Other stores'
-own flushes stay as they are: LightRAG's start-up consistency check deletes a
-processing document's status record when its text is not in ``full_docs``, so
-that store's early flush is load-bearing.
+1,391 and 276 s of 1,486 s). Two kinds of status write still go at once: one
+that adds chunk ids to a document's ``chunks_list`` (the record
+``ragopt.engine.repair`` reads to find what a killed run may have merged, so
+it must reach disk before that data can), and any outside an ingest call, as
+shipped. The ingest call ends with a full flush, and ragopt's in-flight
+journal covers a kill before it. Other stores' own flushes stay as they are:
+LightRAG's start-up consistency check deletes a processing document's status
+record when its text is not in ``full_docs``, so that store's early flush is
+load-bearing.
 """
 
 from __future__ import annotations

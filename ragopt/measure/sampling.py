@@ -1,13 +1,14 @@
 """A stratified sample of a scanned corpus: by format and by size, so the sample holds the corpus's mix.
 
 Strata are (format, size class), size classes being the terciles of the
-corpus's text tokens. Each stratum gets its proportional share of the
-sample (largest remainders), at least one document while the sample has
-room for one per stratum, and its documents are drawn at random with a
-fixed seed. A stratum the floor already lifted to its share gets no more:
-the planner's merge model reads the sample as a simple random draw of
-documents, and over-drawn formats would fake key recurrence. Default size: 10% of the corpus or 10 documents, whichever is
-larger (all of a corpus of 10 or fewer).
+corpus's text tokens. Each stratum gets its proportional share of the sample
+(largest remainders), at least one document while the sample has room for
+one per stratum, and its documents are drawn at random with a fixed seed. A
+stratum the floor already lifted to its share gets no more: the planner's
+merge model reads the sample as a simple random draw of documents, and
+over-drawn formats would fake key recurrence. Default size: 10% of the
+corpus or 10 documents, whichever is larger (all of a corpus of 10 or
+fewer).
 """
 
 from __future__ import annotations
