@@ -303,3 +303,19 @@ def test_the_scan_parses_through_the_cache_a_later_ingest_reuses(small_plan):
     finally:
         release_rag(rag)
     assert result.cache_stats["hits"] == 3 and result.cache_stats["misses"] == 0
+
+
+@pytest.mark.slow
+def test_the_benchmark_shows_a_mode_not_run_on_the_whole_corpus_as_predicted_only(small_plan):
+    """``ragopt bench --plan --measure ragopt``: RAG-Anything's wall is predicted, with nothing measured beside it."""
+    from ragopt.measure.bench.plan import compare
+
+    planned = small_plan["plan"]
+    table = compare(planned.prediction, {"ragopt": planned.runs["ragopt"]}).set_index("metric")
+    walls = table[table.index.str.startswith("wall s")]
+    assert len(walls) == 2
+    ours = walls.loc[walls.index.str.contains("ragopt")].iloc[0]
+    assert ours["measured"] == planned.runs["ragopt"].meta["wall_s"] and ours["error"] >= 0
+    shipped = walls.loc[walls.index.str.contains("shipped")].iloc[0]
+    assert shipped["predicted"] == planned.prediction.modes["rag_folder"].wall.value
+    assert pd.isna(shipped["measured"]) and pd.isna(shipped["error"]) and pd.isna(shipped["in_interval"])
