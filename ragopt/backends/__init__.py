@@ -50,7 +50,8 @@ def embedding_for(config: RagoptConfig) -> Any:
                                        config.embedding_model or DEFAULT_ENDPOINT_EMBEDDING_MODEL, config.embedding_dim)
     from ragopt.backends.embedding import minilm_embedding_func
 
-    return minilm_embedding_func(device=embedding_device(config), batch_size=config.embedding_batch_size, dim=config.embedding_dim)
+    return minilm_embedding_func(device=embedding_device(config), batch_size=config.embedding_batch_size, dim=config.embedding_dim,
+                                 memo=config.embedding_input_memo)
 
 
 def simulator_for(config: RagoptConfig):

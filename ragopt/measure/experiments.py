@@ -19,6 +19,7 @@ from typing import Any, Dict, Optional
 
 from ragopt.aio import blocking
 from ragopt.backends import Backends, make_backends
+from ragopt.backends.embedding import worker_memo_stats
 from ragopt.cache.content_cache import ContentCache
 from ragopt.compat.raganything import ensure_initialized
 from ragopt.config import RagoptConfig
@@ -91,9 +92,11 @@ async def _run_entry_point(rag: Any, mode: str, corpus: Path, config: RagoptConf
 
 
 async def _measured(rag: Any, mode: str, corpus: Path, config: RagoptConfig, recorder: Recorder,
-                    live: Optional[LiveMetrics], publisher: Any, simulator: Any = None, **meta: Any) -> Run:
+                    live: Optional[LiveMetrics], publisher: Any, simulator: Any = None, embedding_func: Any = None,
+                    **meta: Any) -> Run:
     """One profiled ingestion by an initialized-or-not ``rag``: the clock runs from the first document
-    to the last; ``meta`` goes into the run record, with ``simulator``'s counters read at the end."""
+    to the last; ``meta`` goes into the run record, with ``simulator``'s counters and what ragopt's
+    ``embedding_func``'s input memo saved read at the end."""
     await ensure_initialized(rag)
     recorder.start()
     details: Dict[str, Any] = {}
@@ -102,6 +105,7 @@ async def _measured(rag: Any, mode: str, corpus: Path, config: RagoptConfig, rec
             details = await _run_entry_point(rag, mode, corpus, config, recorder)
     finally:
         meta["simulator"] = simulator.counters() if simulator is not None else None
+        meta["embedding_input_memo"] = worker_memo_stats(embedding_func)
         run = recorder.stop(mode=mode, corpus=str(corpus), working_dir=str(rag.working_dir), config=config.to_dict(),
                             details=details, **meta)
     return run
@@ -138,8 +142,8 @@ async def aprofile(
         simulator=backends.simulator, stats=getattr(rag, "ragopt_stats", None))
     try:
         return await _measured(rag, mode, corpus, config, recorder, live, publisher, backend=backends.description,
-                               simulated=backends.simulated,
-                               simulator=backends.simulator)
+                               simulated=backends.simulated, simulator=backends.simulator,
+                               embedding_func=backends.embedding_func)
     finally:
         await arelease_rag(rag)
 

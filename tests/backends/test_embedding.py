@@ -55,6 +55,31 @@ def test_cpu_forward_passes_come_in_few_token_lengths(fresh_batchers):
     assert all(length % embedding.CPU_PAD_TO_MULTIPLE == 0 for length in lengths), lengths
 
 
+def test_a_text_the_model_reads_as_one_before_is_not_encoded_again(fresh_batchers, monkeypatch):
+    """A key's description past 256 tokens with a fragment appended: the model reads the same input, so the memo
+    serves its vector; a changed beginning, or a short text changed anywhere, is encoded."""
+    monkeypatch.setattr(embedding, "_memos", {})
+    long = "Northwind Labs\n" + " ".join(TEXTS * 6)
+    appended = long + " Northwind Labs also opened an office in Osaka."
+    encoded = []
+    monkeypatch.setattr(embedding, "_encode_batch", lambda texts, device, model=None: encoded.append(list(texts))
+                        or plain_encode(list(texts)))
+    first = encode([long, TEXTS[0]], device="cpu", memo="one")
+    memo = embedding.input_memo("one")
+    assert memo.stats == {"texts": 2, "hits": 0} and len(encoded) == 1
+    encoded.clear()
+    again = encode([appended, TEXTS[0] + " More.", "Helios " + long], device="cpu", memo="one")
+    assert encoded == [[TEXTS[0] + " More.", "Helios " + long]]  # the appended text was not encoded
+    assert memo.stats == {"texts": 5, "hits": 1}
+    np.testing.assert_allclose(again[0], first[0], atol=1e-6)
+    np.testing.assert_allclose(again, plain_encode([appended, TEXTS[0] + " More.", "Helios " + long]), atol=1e-5)
+    # Another memo (another embedding function, so another knowledge base or run) has its own; off, none.
+    encoded.clear()
+    encode([appended], device="cpu", memo="two")
+    encode([appended], device="cpu")
+    assert encoded == [[appended], [appended]] and embedding.input_memo("two").stats == {"texts": 1, "hits": 0}
+
+
 def test_empty_input():
     assert encode([], device="cpu").shape == (0, EMBEDDING_DIM)
 

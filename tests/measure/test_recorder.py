@@ -131,6 +131,9 @@ def test_run_record_round_trips_through_json(runs, mode, config, tmp_path):
     assert meta["machine"]["cpu_count"] >= 1 and meta["machine"]["python"]
     assert meta["mode"] == mode and meta["label"] == mode
     assert loaded.simulated and meta["simulator"] == run.meta["simulator"]
+    # Each run's embedding function has its own input memo, in the embedding worker: it saw every text of the run.
+    memo = meta["embedding_input_memo"]
+    assert memo["texts"] == run.embedding_calls["texts"].sum() + 1 and 0 <= memo["hits"] < memo["texts"]  # + the warm-up
 
 
 # --------------------------------------------------------------------------- derived figures
