@@ -169,6 +169,8 @@ LISTED = {
     "FALLBACK_TO_CPU": ("false", lambda c, t: _embedding_device(c).fallback_to_cpu, False),
     "RAGOPT_EMBEDDING_DEVICE": ("cpu", lambda c, t: _embedding_device(c).prefer, "cpu"),
     "RAGOPT_EMBED_THREADS": ("1", lambda c, t: _embedding_device(c).cpu_threads, 1),
+    "RAGOPT_EMBEDDING_INPUT_MEMO": ("false", lambda c, t: __import__("ragopt.backends", fromlist=["x"]).embedding_for(c).func.memo,
+                                    None),
     "RAGOPT_EMBEDDING_MODEL": ("/models/e5-small", lambda c, t: __import__("ragopt.backends", fromlist=["x"]).embedding_device(c).model, "/models/e5-small"),
     "RAGOPT_EMBED_BATCH_SIZE": ("16", lambda c, t: (_optimized(c, t).lightrag_kwargs["embedding_batch_num"],
                                                       _optimized(c, t).embedding_func.func.max_batch), (16, 16)),

@@ -195,8 +195,7 @@ def encode(texts: List[str], device: Device = None, batch_size: int = 64, memo: 
     if not texts:
         return np.zeros((0, dimension(device)), dtype=np.float32)
     model = load_model(device)  # load outside the batcher's lock
-    choice = _choice(device)
-    adaptive, lock = _batcher_and_lock(choice, batch_size)
+    adaptive, lock = _batcher_and_lock(_choice(device), batch_size)
     with lock:
         vectors = input_memo(memo).encode(model, texts, adaptive.run) if memo else adaptive.run(texts)
         # Forward passes of ever new shapes leave freed activations in malloc's
@@ -227,18 +226,20 @@ class InputMemo:
     def encode(self, model: Any, texts: List[str], run: Any) -> np.ndarray:
         ids = model.tokenizer(texts, truncation=True, max_length=model.max_seq_length)["input_ids"]
         keys = [hashlib.blake2b(np.asarray(i, dtype=np.int64).tobytes(), digest_size=16).digest() for i in ids]
-        missing = list(dict.fromkeys(k for k in keys if k not in self.vectors))
+        missing: Dict[bytes, str] = {}  # each new input once, by its first text
+        for key, text in zip(keys, texts):
+            if key not in self.vectors:
+                missing.setdefault(key, text)
         if missing:
-            first = {k: i for i, k in reversed(list(enumerate(keys)))}
-            for key, vector in zip(missing, run([texts[first[k]] for k in missing])):
-                self.vectors[key] = np.asarray(vector, dtype=np.float32)
+            self.vectors.update(zip(missing, np.asarray(run(list(missing.values())), dtype=np.float32)))
+        vectors = np.stack([self.vectors[key] for key in keys])
         for key in keys:
             self.vectors.move_to_end(key)
         while len(self.vectors) > MEMO_VECTORS:
             self.vectors.popitem(last=False)
         self.stats["texts"] += len(texts)
         self.stats["hits"] += len(texts) - len(missing)
-        return np.stack([self.vectors[k] for k in keys])
+        return vectors
 
 
 _memos: "collections.OrderedDict[str, InputMemo]" = collections.OrderedDict()
