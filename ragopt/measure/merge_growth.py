@@ -31,10 +31,10 @@ on document occurrence, the unit the sample draws:
   largest documents.
 
 The prediction is the rule's summaries on that corpus times the share of
-the rule's summaries on the sample that its run made (LightRAG makes fewer
-than the rule where a key's fragments are merged with others or dropped:
-on the dev corpus's sample, 34 of 47); its interval is the jackknife's over
-the sampled documents.
+the rule's summaries on the sample that its run made (on real documents
+LightRAG made fewer than the rule, for reasons the model does not capture:
+34 of 47 on the dev corpus's sample; on synthetic ones about as many); its
+interval is the jackknife's over the sampled documents.
 """
 
 from __future__ import annotations
@@ -89,7 +89,8 @@ def merge_piles(per_merge: np.ndarray, merges: np.ndarray, threshold: int) -> Tu
     """
     rates, key_rate = np.unique(np.asarray(per_merge, dtype=float), return_inverse=True)
     merges = np.asarray(merges, dtype=int)
-    piles, summaries = np.zeros((len(rates), int(merges.max(initial=0)) + 1)), np.zeros((len(rates), int(merges.max(initial=0)) + 1))
+    shape = (len(rates), int(merges.max(initial=0)) + 1)
+    piles, summaries = np.zeros(shape), np.zeros(shape)
     pile = np.zeros(len(rates))
     for step in range(1, piles.shape[1]):
         pile = pile + rates
