@@ -254,14 +254,15 @@ def input_memo(name: str) -> InputMemo:
     return memo
 
 
-def memo_stats(name: str) -> Dict[str, int]:
-    """The counters of this process's ``InputMemo`` called ``name``."""
-    return dict(input_memo(name).stats)
+def memo_stats(name: str) -> Optional[Dict[str, int]]:
+    """The counters of this process's ``InputMemo`` called ``name``; None where it has none (or dropped it)."""
+    memo = _memos.get(name)
+    return None if memo is None else dict(memo.stats)
 
 
 def worker_memo_stats(embedding_func: Any) -> Optional[Dict[str, int]]:
-    """What ``minilm_embedding_func``'s memo saved in its worker process; None without a memo or a worker."""
-    embed = getattr(embedding_func, "func", embedding_func)
+    """What a ``minilm_embedding_func``'s memo saved in its worker process; None without a memo or a worker."""
+    embed = getattr(embedding_func, "func", None)
     name, device = getattr(embed, "memo", None), getattr(embed, "device", None)
     worker = _workers.get(_choice(device)) if name else None
     return None if worker is None else worker.submit(memo_stats, name).result()
