@@ -294,10 +294,15 @@ def embedding_worker(device: Device = None):
     return worker
 
 
-def release_embedding_workers() -> None:
-    """End the embedding worker processes (the next encode starts a fresh one)."""
+def release_embedding_workers(wait: bool = False) -> None:
+    """End the embedding worker processes (the next encode starts a fresh one).
+
+    ``wait=True`` in a multiprocessing child that is about to return: its exit
+    closes the pool's call queue before the pool has sent the worker its stop
+    signal, then waits for the worker forever.
+    """
     while _workers:
-        _workers.popitem()[1].shutdown(wait=False)
+        _workers.popitem()[1].shutdown(wait=wait)
 
 
 # Dropped before the interpreter tears its modules down: an executor collected after

@@ -30,3 +30,24 @@ def test_bench_query_smoke_prints_the_guides_rows_and_one_json_line(tmp_path):
     # LightRAG's own key serves the answers from before the new document; ragopt's serves none.
     assert figures["cache"]["raganything"]["stale_after_ingest"] > 0
     assert figures["cache"]["ragopt"]["stale_after_ingest"] == 0
+
+
+def test_a_stalled_variant_prints_where_each_task_waits_and_exits_stalled():
+    from ragopt.measure.bench.query import STALLED
+
+    code = ("import asyncio\nfrom ragopt.measure.bench.query import _within\n"
+            "async def stuck_in_a_merge():\n    await asyncio.Event().wait()\n"
+            "asyncio.run(_within(stuck_in_a_merge(), 1.0))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == STALLED
+    assert "still running after 1 s" in done.stderr
+    assert "stuck_in_a_merge (<string>:4)" in done.stderr
+
+
+def test_a_variant_whose_process_fails_comes_back_failed_without_rows(tmp_path):
+    from ragopt.config import RagoptConfig
+    from ragopt.measure.bench.query import measure_variant_apart
+
+    missing = tmp_path / "no-knowledge-base"
+    result = measure_variant_apart("ragopt", missing, tmp_path, RagoptConfig(), [1], 1, tmp_path, timeout_s=120)
+    assert result["rows"] == [] and result["failed"] == "exit code 1"

@@ -5,7 +5,8 @@
     ragopt bench --query --smoke                 # a tiny run on the fast preset: the behaviour, not the figures
 
 The corpus is ingested once (by ragopt, on the fast preset: the graph is the
-same whatever the latency) and each variant queries its own copy, with a
+same whatever the latency) and each variant queries its own copy, in a
+fresh process of its own (``measure_variant_apart``), with a
 fresh simulator of ``--preset`` and the same embedding model:
 
 - ``raganything``: RAG-Anything as shipped (LightRAG's defaults) and its ``aquery``;
@@ -36,8 +37,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
+import pickle
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -57,6 +61,7 @@ ENTRY_POINTS = {"raganything": "rag_folder", "raganything_tuned": "rag_folder_tu
 # The query optimizations of ragopt, each measured off in a variant of its own (config fields).
 QUERY_SWITCHES = ("query_embeddings_first", "query_embedding_memo", "versioned_query_cache", "queries_skip_vector_backlog")
 REPEATS = 5  # questions asked again for the cache figures
+STALLED = 3  # what a variant's process exits with when its time is up
 
 
 def variant_config(variant: str, config: RagoptConfig) -> RagoptConfig:
@@ -186,6 +191,70 @@ async def measure_variant(variant: str, base: Path, work: Path, config: RagoptCo
     return {"rows": [{**row, "variant": variant} for row in rows], "cache": cache, "breakdown": breakdown}
 
 
+def measure_variant_apart(variant: str, base: Path, work: Path, config: RagoptConfig, levels: List[int],
+                          min_queries: int, background: Path, timeout_s: float) -> Dict[str, Any]:
+    """``measure_variant`` in a fresh process of its own.
+
+    A variant then never inherits what the one before left in LightRAG's
+    process-wide state (keyed locks, pipeline status, queue workers bound to
+    the first event loop) after its background ingestion was stopped: in one
+    process the next variant's merges once waited forever on such a lock. A
+    variant still running after ``timeout_s`` prints where each of its tasks
+    waits and is stopped; it comes back with ``failed`` set and no rows.
+    """
+    result = work / f"{variant}-measured.pickle"
+    child = multiprocessing.get_context("spawn").Process(
+        target=_measure_in_child, name=f"bench-query-{variant}",
+        args=((variant, base, work, config, levels, min_queries, background), result, timeout_s))
+    child.start()
+    child.join(timeout_s + 60)  # the child's own watchdog first; this for a loop blocked in code that never awaits
+    if child.is_alive():
+        child.kill()
+        child.join()
+    if child.exitcode == 0 and result.exists():
+        return pickle.loads(result.read_bytes())
+    why = f"still running after {timeout_s:.0f} s" if child.exitcode in (STALLED, -9) else f"exit code {child.exitcode}"
+    return {"rows": [], "cache": {}, "breakdown": {}, "failed": why}
+
+
+def _measure_in_child(arguments: tuple, result: Path, timeout_s: float) -> None:
+    from ragopt.backends.embedding import release_embedding_workers
+    from ragopt.resources.lifeline import exit_with_parent
+
+    exit_with_parent(spawned_from_main_thread=True)
+    try:
+        result.write_bytes(pickle.dumps(asyncio.run(_within(measure_variant(*arguments), timeout_s))))
+    finally:
+        release_embedding_workers(wait=True)
+
+
+async def _within(work: Any, timeout_s: float) -> Any:
+    """``work``'s result, or, past ``timeout_s``, where every task waits (on stderr) and exit ``STALLED``.
+
+    Not ``asyncio.wait_for``: cancelling a stalled LightRAG run can wait forever too.
+    """
+    task = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if not done:
+        print(f"bench --query: still running after {timeout_s:.0f} s; where each task waits:", file=sys.stderr)
+        for other in asyncio.all_tasks():
+            print(f"  {other.get_name()}: {' <- '.join(_awaiting(other))}", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(STALLED)
+    return task.result()
+
+
+def _awaiting(task: asyncio.Task) -> List[str]:
+    """The chain of coroutines ``task`` waits in, outermost first (``Task.get_stack`` gives only the outermost)."""
+    chain, coro = [], task.get_coro()
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            chain.append(f"{frame.f_code.co_name} ({Path(frame.f_code.co_filename).name}:{frame.f_lineno})")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return chain
+
+
 async def _cache_figures(variant: _Variant, answered: List[str], work: Path) -> Dict[str, Any]:
     """Questions answered before, asked again: served from the cache, how fast; then after a new document
     about them: how many answers the cache served stale."""
@@ -264,6 +333,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--work-dir", help="knowledge bases go here (default: a fresh temporary folder)")
     parser.add_argument("--knowledge-base", help="a working dir ingested before (its copy is queried): skips ingesting --corpus")
     parser.add_argument("--smoke", action="store_true", help="tiny corpus, fast preset, levels 1 and 20: the behaviour only")
+    parser.add_argument("--variant-timeout-s", type=float, default=3600,
+                        help="a variant still running after this is stopped and reported failed (smoke: 300)")
     args = parser.parse_args(argv)
 
     config = RagoptConfig.from_env()
@@ -278,6 +349,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         config, levels, args.min_queries = config.replace(sim_preset="fast"), [1, 20], 1
         variants = [v for v in variants if v in ("raganything", "ragopt")]
         corpus, args.background_docs = work / "smoke-corpus", 3
+        args.variant_timeout_s = min(args.variant_timeout_s, 300)
         synthetic_corpus(corpus, 2, seed=1, paragraphs_per_doc=2)
         synthetic_corpus(background, args.background_docs, seed=2, paragraphs_per_doc=2)
     else:
@@ -287,12 +359,15 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     base = Path(args.knowledge_base) if args.knowledge_base else work / "knowledge-base"
 
-    async def everything():  # one event loop: LightRAG's process-wide locks bind to the first one
-        built = {"documents": "?", "built_s": 0.0} if args.knowledge_base else await build_knowledge_base(corpus, base, config)
-        return built, {v: await measure_variant(v, base, work, config, levels, args.min_queries, background) for v in variants}
-
-    built, results = asyncio.run(everything())
+    built = {"documents": "?", "built_s": 0.0} if args.knowledge_base else asyncio.run(build_knowledge_base(corpus, base, config))
+    results = {v: measure_variant_apart(v, base, work, config, levels, args.min_queries, background, args.variant_timeout_s)
+               for v in variants}
+    failed = {v: r["failed"] for v, r in results.items() if "failed" in r}
+    for variant, why in failed.items():
+        print(f"bench --query: variant {variant} failed ({why}); its figures are missing", file=sys.stderr)
     rows = [row for r in results.values() for row in r["rows"]]
+    if not rows:
+        return 1
     keys = ["variant", "phase", "concurrency"]
     ingested = pd.DataFrame(rows).groupby(keys, as_index=False)["ingestion_llm_calls"].max()
     table = latency_table(rows, by=keys).merge(ingested, on=keys, how="left")
@@ -319,5 +394,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         **figures(table),
         "cache": {v: r["cache"] for v, r in results.items()},
         "where_the_time_went": {v: r["breakdown"] for v, r in results.items()},
+        "failed": failed,
     }, default=str))
-    return 0
+    return 1 if failed else 0
