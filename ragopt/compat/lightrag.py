@@ -6,6 +6,7 @@ signature or shape of every target.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Dict, Iterable, List, Tuple
 
 GLEAN_PRIORITY = 9  # LightRAG's LLM queue serves lower numbers first: summaries 8, extraction 10
@@ -54,6 +55,31 @@ def set_llm_priority(kwargs: Dict[str, Any], priority: int) -> None:
     (default 10, lower first) as a keyword argument.
     """
     kwargs.setdefault("_priority", priority)
+
+
+def embedding_call_limit_s(lightrag_kwargs: Dict[str, Any]) -> float:
+    """Seconds LightRAG's embedding queue lets one call run before failing it, with these constructor kwargs.
+
+    Relies on ``priority_limit_async_func_call(llm_timeout=default_embedding_timeout)``
+    allowing a worker twice ``llm_timeout`` (``max_execution_timeout``).
+    """
+    timeout = lightrag_kwargs.get("default_embedding_timeout")
+    return 2.0 * float(lightrag_default("default_embedding_timeout") if timeout is None else timeout)
+
+
+def set_embedding_call_limit_s(lightrag_kwargs: Dict[str, Any], seconds: float) -> None:
+    """Make LightRAG's embedding queue let one call run ``seconds`` (see ``embedding_call_limit_s``)."""
+    lightrag_kwargs["default_embedding_timeout"] = math.ceil(seconds / 2)
+
+
+def lightrag_default(field: str) -> Any:
+    """The default of a ``LightRAG`` constructor field (read from its environment variable at import, where it has one)."""
+    import dataclasses
+
+    from lightrag import LightRAG
+
+    found = next(f for f in dataclasses.fields(LightRAG) if f.name == field)
+    return found.default_factory() if found.default is dataclasses.MISSING else found.default
 
 
 def queue_shutdowns(funcs: Iterable[Any]) -> List[Callable[[], Any]]:

@@ -7,6 +7,14 @@ one worker per event loop takes whatever has arrived, waits at most
 and hands each caller its own rows. One batch is encoded at a time: on a CPU
 the model already uses every core, and requests that arrive meanwhile make the
 next batch larger.
+
+LightRAG times each embedding call from when its queue hands the call over,
+that is here, where it waits for every batch ahead of it: on two busy cores
+a call queued behind a few dozen batches of chunks ran past LightRAG's 60 s
+and failed its document. So the limit LightRAG sets on one call applies to
+each batch instead (``batch_limit_s``: a stalled model still fails within
+it), and LightRAG's own is raised to cover every batch its queue may hold
+ahead of a call.
 """
 
 from __future__ import annotations
@@ -58,10 +66,11 @@ class _Lanes:
 
 
 def micro_batched(embed: Callable, max_batch: int = 64, max_wait_s: float = 0.02, stats: Dict[str, int] | None = None,
-                  queries_first: bool = False, query_memo: bool = False) -> Callable:
+                  queries_first: bool = False, query_memo: bool = False, batch_limit_s: Optional[float] = None) -> Callable:
     """A plain ``async def (texts) -> ndarray`` that coalesces concurrent calls to ``embed``.
 
     ``stats`` receives calls (requests), batches (calls to ``embed``) and texts.
+    ``batch_limit_s``: a batch still encoding after this fails its callers with ``TimeoutError``.
     Calls with ``context="query"`` are LightRAG's query embeddings:
 
     - ``queries_first``: they form batches of their own, taken before waiting
@@ -101,7 +110,7 @@ def micro_batched(embed: Callable, max_batch: int = 64, max_wait_s: float = 0.02
         stats["batches"] = stats.get("batches", 0) + 1
         stats["texts"] = stats.get("texts", 0) + len(texts)
         try:
-            vectors = np.asarray(await embed(texts))
+            vectors = np.asarray(await asyncio.wait_for(embed(texts), batch_limit_s))
         except Exception as error:  # every caller of the batch sees the failure
             for _, future in batch:
                 if not future.done():
@@ -149,28 +158,34 @@ def micro_batched(embed: Callable, max_batch: int = 64, max_wait_s: float = 0.02
             await asyncio.gather(task, return_exceptions=True)
 
     batched.shutdown = shutdown
-    batched.max_batch, batched.max_wait_s = max_batch, max_wait_s
+    batched.max_batch, batched.max_wait_s, batched.batch_limit_s = max_batch, max_wait_s, batch_limit_s
     batched.queries_first, batched.query_memo = queries_first, query_memo
     return batched
 
 
 def micro_batched_embedding(embedding_func: Any, max_batch: int = 64, max_wait_s: float = 0.02, stats: Dict[str, int] | None = None,
-                            queries_first: bool = False, query_memo: bool = False) -> Any:
+                            queries_first: bool = False, query_memo: bool = False, batch_limit_s: Optional[float] = None) -> Any:
     """The same LightRAG ``EmbeddingFunc`` with its inner function micro-batched.
 
     With ``queries_first`` or ``query_memo`` it declares ``supports_asymmetric``,
     so LightRAG hands the batcher each call's ``context`` (the model still gets texts only).
     """
-    func = micro_batched(embedding_func.func, max_batch, max_wait_s, stats, queries_first, query_memo)
+    func = micro_batched(embedding_func.func, max_batch, max_wait_s, stats, queries_first, query_memo, batch_limit_s)
     return dataclasses.replace(embedding_func, func=func,
                                supports_asymmetric=embedding_func.supports_asymmetric or queries_first or query_memo)
 
 
 def _install(target: Target) -> None:
-    config = target.config
+    from ragopt.compat.lightrag import embedding_call_limit_s, lightrag_default, set_embedding_call_limit_s
+
+    config, kwargs = target.config, target.rag.lightrag_kwargs
+    batch_limit_s = embedding_call_limit_s(kwargs)
+    admitted = kwargs.get("embedding_func_max_async") or lightrag_default("embedding_func_max_async")
+    # Ahead of a call: the batch encoding now and, at worst, one batch per other admitted call.
+    set_embedding_call_limit_s(kwargs, batch_limit_s * (admitted + 1))
     target.rag.embedding_func = micro_batched_embedding(
         target.rag.embedding_func, config.embedding_batch_size, config.embedding_batch_wait_s, target.stats,
-        queries_first=config.query_embeddings_first, query_memo=config.query_embedding_memo,
+        queries_first=config.query_embeddings_first, query_memo=config.query_embedding_memo, batch_limit_s=batch_limit_s,
     )
 
 

@@ -11,7 +11,6 @@ cached). These are the units the planner's fit counts calls and tokens by.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -28,15 +27,9 @@ MODAL_TYPES = ("image", "table", "equation")
 
 def chunk_settings() -> Dict[str, int]:
     """LightRAG's chunk size and overlap in tokens, as its dataclass defaults them (CHUNK_SIZE, CHUNK_OVERLAP_SIZE)."""
-    from lightrag import LightRAG
+    from ragopt.compat.lightrag import lightrag_default
 
-    fields = {f.name: f for f in dataclasses.fields(LightRAG)}
-
-    def default(name: str) -> int:
-        f = fields[name]
-        return int(f.default if f.default is not dataclasses.MISSING else f.default_factory())
-
-    return {"chunk_token_size": default("chunk_token_size"), "chunk_overlap_token_size": default("chunk_overlap_token_size")}
+    return {name: int(lightrag_default(name)) for name in ("chunk_token_size", "chunk_overlap_token_size")}
 
 
 def describe(path: Path, content: List[dict], settings: Dict[str, int]) -> Dict[str, Any]:

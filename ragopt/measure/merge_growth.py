@@ -39,7 +39,6 @@ interval is the jackknife's over the sampled documents.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -55,10 +54,9 @@ JACKKNIFE_GROUPS = 20
 
 def summary_threshold() -> int:
     """LightRAG's ``force_llm_summary_on_merge`` as its dataclass defaults it (FORCE_LLM_SUMMARY_ON_MERGE)."""
-    from lightrag import LightRAG
+    from ragopt.compat.lightrag import lightrag_default
 
-    field = {f.name: f for f in dataclasses.fields(LightRAG)}["force_llm_summary_on_merge"]
-    return int(field.default if field.default is not dataclasses.MISSING else field.default_factory())
+    return int(lightrag_default("force_llm_summary_on_merge"))
 
 
 def document_keys(run: Any, doc_files: Dict[str, str]) -> Dict[str, Counter]:

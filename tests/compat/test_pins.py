@@ -105,6 +105,28 @@ def test_the_llm_queue_takes_a_priority_and_has_shutdown():
     assert asyncio.run(call()) == "hello"
 
 
+def test_the_embedding_queue_lets_a_call_run_twice_default_embedding_timeout():
+    """``embedding_call_limit_s``: LightRAG passes ``default_embedding_timeout`` as the queue's
+    ``llm_timeout``, and the queue fails a call that runs past twice that."""
+    assert "llm_timeout=self.default_embedding_timeout" in "".join(inspect.getsource(LightRAG.__post_init__).split())
+    limit = lightrag_compat.embedding_call_limit_s({"default_embedding_timeout": 0.25})
+
+    async def takes(seconds):
+        await asyncio.sleep(seconds)
+        return seconds
+
+    async def call(seconds):
+        queued = priority_limit_async_func_call(1, llm_timeout=0.25, queue_name="pin")(takes)
+        try:
+            return await queued(seconds)
+        finally:
+            await queued.shutdown()
+
+    assert asyncio.run(call(limit * 0.6)) == limit * 0.6
+    with pytest.raises(TimeoutError):
+        asyncio.run(call(limit * 1.6))
+
+
 def test_openai_binding_retry_is_lightrags_tenacity_policy():
     import openai
     import tenacity

@@ -117,3 +117,57 @@ def test_micro_batched_works_across_event_loops():
     assert asyncio.run(idle_then_call()).shape == (1, 3)
 
 
+
+
+def test_a_batch_past_its_limit_fails_its_callers_and_the_next_batch_is_still_served():
+    first = []
+
+    async def stalls_once(texts):
+        if not first:
+            first.append(texts)
+            await asyncio.sleep(5)
+        return np.ones((len(texts), 3))
+
+    batched = micro_batched(stalls_once, max_batch=1, max_wait_s=0.0, stats={}, batch_limit_s=0.3)
+
+    async def scenario():
+        return await asyncio.gather(batched(["stalled"]), batched(["next"]), return_exceptions=True)
+
+    stalled, served = asyncio.run(scenario())
+    assert isinstance(stalled, asyncio.TimeoutError)
+    assert served.shape == (1, 3)
+
+
+def test_lightrags_queue_lets_a_call_wait_behind_every_batch_it_admits(tmp_path):
+    """LightRAG's limit on one call (2 s here) becomes each batch's; a call queued behind three
+    0.8 s batches waits 3.2 s in the batcher, and LightRAG's own queue no longer fails it."""
+    from lightrag.utils import priority_limit_async_func_call
+    from raganything import RAGAnything, RAGAnythingConfig
+
+    import ragopt
+    from ragopt.backends import embedding_for
+    from ragopt.config import RagoptConfig
+
+    rag = RAGAnything(config=RAGAnythingConfig(working_dir=str(tmp_path / "kb")), llm_model_func=None,
+                      embedding_func=embedding_for(RagoptConfig()),
+                      lightrag_kwargs={"default_embedding_timeout": 1, "embedding_func_max_async": 4})
+    ragopt.optimize(rag, RagoptConfig(tuned_concurrency=False))
+    kwargs = rag.lightrag_kwargs
+    assert rag.embedding_func.func.batch_limit_s == 2.0
+    assert kwargs["default_embedding_timeout"] == 5  # 2 s for each of up to 5 batches, as LightRAG halves it
+
+    async def slow(texts):
+        await asyncio.sleep(0.8)
+        return np.ones((len(texts), 3))
+
+    queued = priority_limit_async_func_call(kwargs["embedding_func_max_async"], llm_timeout=kwargs["default_embedding_timeout"],
+                                            queue_name="test embeddings")(
+        micro_batched(slow, max_batch=1, max_wait_s=0.0, stats={}, batch_limit_s=2.0))
+
+    async def four_at_once():
+        try:
+            return await asyncio.gather(*(queued([f"text {i}"]) for i in range(4)), return_exceptions=True)
+        finally:
+            await queued.shutdown()
+
+    assert all(getattr(answer, "shape", None) == (1, 3) for answer in asyncio.run(four_at_once()))
