@@ -40,11 +40,15 @@ class RedisServer:
              "--appendonly", "yes", "--save", "", "--protected-mode", "yes"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
+        import redis
+
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
         while True:  # the test's timeout bounds this
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
+            try:  # a restarted server accepts connections before it has loaded its data (it answers LOADING)
+                client.ping()
+                client.close()
+                return self
+            except (redis.ConnectionError, redis.BusyLoadingError):
                 if self.process.poll() is not None:
                     raise RuntimeError(f"redis-server exited with {self.process.returncode}")
                 time.sleep(0.05)
