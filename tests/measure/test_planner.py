@@ -344,3 +344,28 @@ def test_the_benchmark_shows_a_mode_not_run_on_the_whole_corpus_as_predicted_onl
     shipped = walls.loc[walls.index.str.contains("shipped")].iloc[0]
     assert shipped["predicted"] == planned.prediction.modes["rag_folder"].wall.value
     assert pd.isna(shipped["measured"]) and pd.isna(shipped["error"]) and pd.isna(shipped["in_interval"])
+
+
+def test_a_whole_corpus_run_may_take_three_times_its_predicted_upper_end_and_at_least_an_hour():
+    from ragopt.measure.bench.plan import run_limit_s
+    from ragopt.measure.estimators import Estimate
+
+    assert run_limit_s(Estimate(4664.0, 3661.0, 6223.0, "dev at hosted")) == pytest.approx(3 * 6223.0)
+    assert run_limit_s(Estimate(2000.0, None, None, "no interval")) == pytest.approx(6000.0)
+    assert run_limit_s(Estimate(200.0, 150.0, 300.0, "small")) == 3600.0
+    assert run_limit_s(None) == 3600.0
+
+
+@pytest.mark.slow
+def test_the_benchmarks_whole_corpus_run_starts_from_an_empty_knowledge_base(small_plan, tmp_path):
+    """A knowledge base left in the run's folder (an interrupted run's) would be resumed, its documents skipped:
+    the benchmark's measured run ingests every document afresh."""
+    from ragopt.measure.bench.plan import measure_whole
+
+    left = tmp_path / "ragopt"
+    shutil.copytree(small_plan["plan"].work_dir / "runs" / "ragopt", left)  # all three documents already ingested
+    config = small_plan["config"].replace(cache_storage=None)  # as the benchmark runs it: parsing afresh
+    run = measure_whole("ragopt", small_plan["corpus"], tmp_path / "ragopt.json", config, left,
+                        small_plan["plan"].prediction.modes["ragopt"].wall)
+    assert run.docs["status"].tolist() == ["ok"] * 3
+    assert len(run.llm_calls[run.llm_calls["kind"] == "extract"]) == small_plan["plan"].prediction.calls["extract"].value

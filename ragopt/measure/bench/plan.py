@@ -13,7 +13,10 @@ then each mode ingests the whole corpus in a fresh process and the table
 shows predicted (with its 95% interval) against measured: LLM calls, prompt
 and completion tokens, calls by kind, wall time of each mode (``--measure``:
 the modes run on the whole corpus; the others' rows show no measured value).
-The model is fitted on the sample only.
+The model is fitted on the sample only. A whole-corpus run starts from an
+empty folder and may take ``RUN_LIMIT_FACTOR`` (3) times its predicted wall
+time's upper end, at least an hour; one still running then is stopped and
+listed under ``errors``.
 
 ``--growth``: cost per document can rise as the graph grows (LightRAG
 rewrites whole storage files; merges and summaries grow with recurring
@@ -35,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -86,10 +90,30 @@ def compare(prediction: Any, measured: Dict[str, Run]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def bench_one(corpus: Path, preset: str, args: argparse.Namespace, out_dir: Path) -> Dict[str, Any]:
-    """Plan ``corpus`` at ``preset``, ingest all of it with each mode, and compare."""
+RUN_LIMIT_FACTOR = 3  # a whole-corpus run may take this times its predicted wall time's upper end
+MIN_RUN_LIMIT_S = 3600.0
+
+
+def run_limit_s(predicted: Optional[Estimate]) -> float:
+    """How long a whole-corpus run may take: ``RUN_LIMIT_FACTOR`` x its predicted wall time (the interval's upper
+    end where it has one), at least an hour (the dev corpus at the hosted preset was predicted at 78 min)."""
+    if predicted is None or predicted.value is None:
+        return MIN_RUN_LIMIT_S
+    return max(MIN_RUN_LIMIT_S, RUN_LIMIT_FACTOR * (predicted.hi if predicted.hi is not None else predicted.value))
+
+
+def measure_whole(mode: str, corpus: Path, record: Path, config: RagoptConfig, working_dir: Path,
+                  predicted: Optional[Estimate]) -> Run:
+    """Ingest the whole corpus with ``mode`` in a fresh process, into an empty working dir: a knowledge base left by an
+    interrupted run would be resumed (its documents skipped), which is not the run the prediction is for."""
     from ragopt.measure.experiments import run_isolated
 
+    shutil.rmtree(working_dir, ignore_errors=True)
+    return run_isolated(mode, corpus, record, config, working_dir=working_dir, timeout_s=run_limit_s(predicted))
+
+
+def bench_one(corpus: Path, preset: str, args: argparse.Namespace, out_dir: Path) -> Dict[str, Any]:
+    """Plan ``corpus`` at ``preset``, ingest all of it with each mode, and compare."""
     config = RagoptConfig.from_env().replace(sim_preset=preset, cache_storage=None)
     work = out_dir / f"{corpus.name}-{preset}"
     if args.reuse and (work / "plan" / SAMPLE_RECORD).exists():
@@ -98,7 +122,8 @@ def bench_one(corpus: Path, preset: str, args: argparse.Namespace, out_dir: Path
         planned = plan(corpus, config, sample=args.sample, slots=args.slots, prices=args.prices, work_dir=work / "plan",
                        isolated=True, seed=args.seed)
     measured = {mode: Run.from_json(work / f"{mode}.json") if args.reuse and (work / f"{mode}.json").exists()
-                else run_isolated(mode, corpus, work / f"{mode}.json", config, working_dir=work / mode) for mode in args.measure}
+                else measure_whole(mode, corpus, work / f"{mode}.json", config, work / mode, planned.prediction.modes[mode].wall)
+                for mode in args.measure}
     table = compare(planned.prediction, measured)
     tokens = table[table["metric"].isin(["prompt tokens", "completion tokens"])]["error"]
     walls = table[table["metric"].str.startswith("wall s")]["error"].dropna()
@@ -126,7 +151,6 @@ def measured_windows(run: Run, window: int) -> List[float]:
 
 def growth_check(args: argparse.Namespace, out_dir: Path) -> Dict[str, Any]:
     """Plan N synthetic documents at the fast preset from a sample, ingest them all into one knowledge base, window by window."""
-    from ragopt.measure.experiments import run_isolated
     from ragopt.measure.plan_prediction import window_rates
 
     corpus = out_dir / f"synthetic-{args.growth_docs}"
@@ -139,7 +163,7 @@ def growth_check(args: argparse.Namespace, out_dir: Path) -> Dict[str, Any]:
     else:
         planned = plan(corpus, config, sample=args.growth_sample, work_dir=work, isolated=True, seed=args.seed)
     run = (Run.from_json(record) if args.reuse and record.exists()
-           else run_isolated("ragopt", corpus, record, config, working_dir=out_dir / "growth-ragopt"))
+           else measure_whole("ragopt", corpus, record, config, out_dir / "growth-ragopt", planned.prediction.modes["ragopt"].wall))
     predicted = window_rates(planned.model, planned.scan, args.window)
     measured = measured_windows(run, args.window)
     table = predicted.assign(measured_docs_per_min=pd.Series(measured[:len(predicted)], dtype=float))
