@@ -12,6 +12,7 @@ import pytest
 from ragopt.measure.estimators import power_law_total, regression_total
 from ragopt.measure.ledger import ModelPrice, Prices
 from ragopt.measure.plan_pace import STAGES
+from ragopt.measure.run import Run
 from ragopt.measure.sampling import sample_size, strata, stratified_sample
 
 PRICES = Prices(models={"gpt-4o-mini": ModelPrice(input=1.0, output=4.0)}, embeddings={"all-MiniLM-L6-v2": 0.01})
@@ -369,3 +370,18 @@ def test_the_benchmarks_whole_corpus_run_starts_from_an_empty_knowledge_base(sma
                         small_plan["plan"].prediction.modes["ragopt"].wall)
     assert run.docs["status"].tolist() == ["ok"] * 3
     assert len(run.llm_calls[run.llm_calls["kind"] == "extract"]) == small_plan["plan"].prediction.calls["extract"].value
+
+
+@pytest.mark.slow
+def test_the_benchmark_measures_the_machines_drift_by_ingesting_the_sample_again(small_plan, tmp_path):
+    from ragopt.measure.bench.plan import machine_drift
+
+    planned = small_plan["plan"]
+    config = small_plan["config"].replace(cache_storage=None)
+    drift = machine_drift(planned, config, tmp_path, reuse=False)
+    again = Run.from_json(tmp_path / "sample-again.json")
+    assert again.docs["status"].tolist() == ["ok"] * 3  # the whole sample, ingested afresh
+    assert drift == pytest.approx(again.meta["wall_s"] / planned.runs["ragopt"].meta["wall_s"])
+    written = (tmp_path / "sample-again.json").stat().st_mtime_ns
+    assert machine_drift(planned, config, tmp_path, reuse=True) == drift  # --reuse reads the record, runs nothing
+    assert (tmp_path / "sample-again.json").stat().st_mtime_ns == written

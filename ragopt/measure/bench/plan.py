@@ -16,7 +16,10 @@ the modes run on the whole corpus; the others' rows show no measured value).
 The model is fitted on the sample only. A whole-corpus run starts from an
 empty folder and may take ``RUN_LIMIT_FACTOR`` (3) times its predicted wall
 time's upper end, at least an hour; one still running then is stopped and
-listed under ``errors``.
+listed under ``errors``. Afterwards the sample is ingested again with ragopt:
+its wall time over the first sample run's (``machine_drift``) says how far
+the machine's own pace moved between the sample and the check, so a wall
+error can be read against it.
 
 ``--growth``: cost per document can rise as the graph grows (LightRAG
 rewrites whole storage files; merges and summaries grow with recurring
@@ -112,6 +115,21 @@ def measure_whole(mode: str, corpus: Path, record: Path, config: RagoptConfig, w
     return run_isolated(mode, corpus, record, config, working_dir=working_dir, timeout_s=run_limit_s(predicted))
 
 
+def machine_drift(planned: Any, config: RagoptConfig, work: Path, reuse: bool) -> Optional[float]:
+    """The ragopt sample ingested again after the whole-corpus runs: its wall time over the first run's.
+
+    The same work on the same machine: how far this machine's pace moved between the sample and the check
+    (on this shared 2-core machine the same 100-document ingestion took 82 s one day, 101-130 s the next).
+    A wall error within it is within the machine's own variance; the prediction cannot know it.
+    """
+    record = work / "sample-again.json"
+    first = float(planned.runs["ragopt"].meta["wall_s"])
+    again = (Run.from_json(record) if reuse and record.exists()
+             else measure_whole("ragopt", planned.work_dir / "sample", record, config, work / "sample-again",
+                                Estimate(first, None, None, "the sample's first run")))
+    return float(again.meta["wall_s"]) / first if first else None
+
+
 def bench_one(corpus: Path, preset: str, args: argparse.Namespace, out_dir: Path) -> Dict[str, Any]:
     """Plan ``corpus`` at ``preset``, ingest all of it with each mode, and compare."""
     config = RagoptConfig.from_env().replace(sim_preset=preset, cache_storage=None)
@@ -125,15 +143,17 @@ def bench_one(corpus: Path, preset: str, args: argparse.Namespace, out_dir: Path
                 else measure_whole(mode, corpus, work / f"{mode}.json", config, work / mode, planned.prediction.modes[mode].wall)
                 for mode in args.measure}
     table = compare(planned.prediction, measured)
+    drift = machine_drift(planned, config, work, args.reuse)
     tokens = table[table["metric"].isin(["prompt tokens", "completion tokens"])]["error"]
     walls = table[table["metric"].str.startswith("wall s")]["error"].dropna()
     return {
         "corpus": str(corpus), "documents": len(planned.scan), "preset": preset, "sample": len(planned.sample),
         "simulated_llm": planned.prediction.simulated, "table": table, "plan_text": planned.text(),
         "calls_error": table.loc[table["metric"] == "LLM calls", "error"].iloc[0],
-        "tokens_error": float(tokens.max()), "wall_error": float(walls.max()),
+        "tokens_error": float(tokens.max()), "wall_error": float(walls.max()), "machine_drift": drift,
         "records": {"sample": {m: str(work / "plan" / "runs" / f"{m}.json") for m in SAMPLE_MODES},
-                    "measured": {m: str(work / f"{m}.json") for m in args.measure}},
+                    "measured": {m: str(work / f"{m}.json") for m in args.measure},
+                    "sample_again": str(work / "sample-again.json")},
         "planner_seconds": planned.seconds,
     }
 
@@ -164,6 +184,7 @@ def growth_check(args: argparse.Namespace, out_dir: Path) -> Dict[str, Any]:
         planned = plan(corpus, config, sample=args.growth_sample, work_dir=work, isolated=True, seed=args.seed)
     run = (Run.from_json(record) if args.reuse and record.exists()
            else measure_whole("ragopt", corpus, record, config, out_dir / "growth-ragopt", planned.prediction.modes["ragopt"].wall))
+    drift = machine_drift(planned, config, out_dir, args.reuse)
     predicted = window_rates(planned.model, planned.scan, args.window)
     measured = measured_windows(run, args.window)
     table = predicted.assign(measured_docs_per_min=pd.Series(measured[:len(predicted)], dtype=float))
@@ -175,7 +196,16 @@ def growth_check(args: argparse.Namespace, out_dir: Path) -> Dict[str, Any]:
             "measured_last_over_first": last_over_first(measured),
             "predicted_last_over_first": last_over_first(list(predicted["docs_per_min"])),
             "wall_s": {"predicted": planned.prediction.modes["ragopt"].wall.to_dict(), "measured": run.meta["wall_s"]},
-            "records": {"plan": str(out_dir / "growth-plan"), "measured": str(out_dir / "growth-ragopt.json")}}
+            "machine_drift": drift,
+            "records": {"plan": str(out_dir / "growth-plan"), "measured": str(out_dir / "growth-ragopt.json"),
+                        "sample_again": str(out_dir / "sample-again.json")}}
+
+
+def _drift_line(drift: Optional[float]) -> str:
+    if drift is None:
+        return "machine drift: not measured"
+    return (f"machine drift: the sample ingested again after the whole corpus took {drift:.2f}x its first wall time "
+            f"(measured; a wall error within {abs(drift - 1):.0%} is within this machine's own variance)")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -232,6 +262,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             results.append(result)
             print(f"\n== {corpus.name} ({result['documents']} documents), preset {preset}, sample {result['sample']}")
             print(result["table"].to_string(index=False, na_rep="not run", float_format=lambda v: f"{v:,.4g}"))
+            print(_drift_line(result["machine_drift"]))
     growth = None
     if args.growth:
         try:
@@ -243,6 +274,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"\n== growth: {growth['documents']} synthetic documents at the fast preset, sample {growth['sample']}, "
               f"docs/min per {growth['window']} documents")
         print(growth["table"].to_string(index=False, float_format=lambda v: f"{v:,.1f}"))
+        print(_drift_line(growth["machine_drift"]))
 
     simulated = all(r["simulated_llm"] for r in results) if results else True
     print("\n" + ("All figures measured on the SIMULATED LLM service (no real model was called); "
