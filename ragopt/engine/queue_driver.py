@@ -88,9 +88,12 @@ class LightRAGQueue:
             for doc_id, record in zip(ids, records):
                 stale_update = self.waiting[doc_id][1]
                 if record is None and doc_id in self.queued_ids:
-                    # LightRAG deleted it: its consistency check drops a record whose text is not in full_docs.
-                    self._resolve(doc_id, {"status": "failed", "error_msg": "LightRAG deleted the document's status "
-                                           "record (it drops one whose text is missing from full_docs); run again"})
+                    # LightRAG deleted it: its consistency check drops a record whose text is not in full_docs. Final
+                    # only once it is idle: a status store can miss a record for a moment while it is rewritten (seen
+                    # with RedisDocStatusStorage, for a document whose multimodal chunks were being added).
+                    if idle:
+                        self._resolve(doc_id, {"status": "failed", "error_msg": "LightRAG deleted the document's status "
+                                               "record (it drops one whose text is missing from full_docs); run again"})
                     continue
                 record = record or {}
                 if record.get("updated_at") == stale_update:

@@ -65,3 +65,30 @@ def test_a_processed_record_resolves_its_waiter():
 def test_a_record_lightrag_deleted_fails_its_document_instead_of_waiting_forever():
     with pytest.raises(RuntimeError, match="deleted the document's status record"):
         _process(FakeLightRAG(drop_on_run=True))
+
+
+class RewritingLightRAG(FakeLightRAG):
+    """A run during which the status store misses the record for a few polls (a store rewriting it), then
+    marks it processed: LightRAG is busy all that time."""
+
+    def __init__(self):
+        super().__init__()
+        self.pipeline = {"busy": False, "request_pending": False}
+
+    async def apipeline_process_enqueue_documents(self):
+        self.pipeline["busy"] = True
+        record = self.doc_status.records.pop("doc-1")
+        await asyncio.sleep(4 * queue_driver.STATUS_POLL_S)
+        self.doc_status.records["doc-1"] = {**record, "status": "processed", "updated_at": "t1", "chunks_count": 1}
+        self.pipeline["busy"] = False
+
+
+def test_a_record_missing_for_a_moment_while_lightrag_is_busy_does_not_fail_its_document(monkeypatch):
+    lightrag = RewritingLightRAG()
+
+    async def status(_):
+        return lightrag.pipeline
+
+    monkeypatch.setattr(queue_driver, "pipeline_status", status)
+    track_id, queue = _process(lightrag)
+    assert track_id == "track-1" and queue.chunks_done == 1

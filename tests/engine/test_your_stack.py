@@ -97,7 +97,7 @@ def test_the_readme_example_uses_the_users_parser_models_and_storages(users_setu
         stats = rag.ragopt_stats
     finally:
         release_rag(rag)
-    assert result.counts() == {"ok": len(corpus), "failed": 0, "skipped": 0}, result.files
+    assert result.counts() == {"ok": len(corpus), "failed": 0, "skipped": 0}, result.failed[["file", "stage", "error"]].to_dict("records")
 
     # The user's parser ran once per file, in ragopt's parse processes, with the rag's and ingest's options.
     made = calls(tmp_path / "parser-calls.jsonl")
