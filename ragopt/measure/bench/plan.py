@@ -95,6 +95,7 @@ def compare(prediction: Any, measured: Dict[str, Run]) -> pd.DataFrame:
 
 RUN_LIMIT_FACTOR = 3  # a whole-corpus run may take this times its predicted wall time's upper end
 MIN_RUN_LIMIT_S = 3600.0
+SAMPLE_AGAIN = "sample-again.json"  # the sample's second ragopt run, after the whole-corpus runs (``machine_drift``)
 
 
 def run_limit_s(predicted: Optional[Estimate]) -> float:
@@ -106,11 +107,14 @@ def run_limit_s(predicted: Optional[Estimate]) -> float:
 
 
 def measure_whole(mode: str, corpus: Path, record: Path, config: RagoptConfig, working_dir: Path,
-                  predicted: Optional[Estimate]) -> Run:
+                  predicted: Optional[Estimate], reuse: bool = False) -> Run:
     """Ingest the whole corpus with ``mode`` in a fresh process, into an empty working dir: a knowledge base left by an
-    interrupted run would be resumed (its documents skipped), which is not the run the prediction is for."""
+    interrupted run would be resumed (its documents skipped), which is not the run the prediction is for.
+    ``reuse``: the run already recorded in ``record``, where there is one."""
     from ragopt.measure.experiments import run_isolated
 
+    if reuse and record.exists():
+        return Run.from_json(record)
     shutil.rmtree(working_dir, ignore_errors=True)
     return run_isolated(mode, corpus, record, config, working_dir=working_dir, timeout_s=run_limit_s(predicted))
 
@@ -122,11 +126,9 @@ def machine_drift(planned: Any, config: RagoptConfig, work: Path, reuse: bool) -
     (on this shared 2-core machine the same 100-document ingestion took 82 s one day, 101-130 s the next).
     A wall error within it is within the machine's own variance; the prediction cannot know it.
     """
-    record = work / "sample-again.json"
     first = float(planned.runs["ragopt"].meta["wall_s"])
-    again = (Run.from_json(record) if reuse and record.exists()
-             else measure_whole("ragopt", planned.work_dir / "sample", record, config, work / "sample-again",
-                                Estimate(first, None, None, "the sample's first run")))
+    again = measure_whole("ragopt", planned.work_dir / "sample", work / SAMPLE_AGAIN, config, work / "sample-again",
+                          Estimate(first, None, None, "the sample's first run"), reuse)
     return float(again.meta["wall_s"]) / first if first else None
 
 
@@ -139,9 +141,8 @@ def bench_one(corpus: Path, preset: str, args: argparse.Namespace, out_dir: Path
     else:
         planned = plan(corpus, config, sample=args.sample, slots=args.slots, prices=args.prices, work_dir=work / "plan",
                        isolated=True, seed=args.seed)
-    measured = {mode: Run.from_json(work / f"{mode}.json") if args.reuse and (work / f"{mode}.json").exists()
-                else measure_whole(mode, corpus, work / f"{mode}.json", config, work / mode, planned.prediction.modes[mode].wall)
-                for mode in args.measure}
+    measured = {mode: measure_whole(mode, corpus, work / f"{mode}.json", config, work / mode,
+                                    planned.prediction.modes[mode].wall, args.reuse) for mode in args.measure}
     table = compare(planned.prediction, measured)
     drift = machine_drift(planned, config, work, args.reuse)
     tokens = table[table["metric"].isin(["prompt tokens", "completion tokens"])]["error"]
@@ -153,7 +154,7 @@ def bench_one(corpus: Path, preset: str, args: argparse.Namespace, out_dir: Path
         "tokens_error": float(tokens.max()), "wall_error": float(walls.max()), "machine_drift": drift,
         "records": {"sample": {m: str(work / "plan" / "runs" / f"{m}.json") for m in SAMPLE_MODES},
                     "measured": {m: str(work / f"{m}.json") for m in args.measure},
-                    "sample_again": str(work / "sample-again.json")},
+                    "sample_again": str(work / SAMPLE_AGAIN)},
         "planner_seconds": planned.seconds,
     }
 
@@ -182,8 +183,8 @@ def growth_check(args: argparse.Namespace, out_dir: Path) -> Dict[str, Any]:
         planned = refit(work, corpus, config)
     else:
         planned = plan(corpus, config, sample=args.growth_sample, work_dir=work, isolated=True, seed=args.seed)
-    run = (Run.from_json(record) if args.reuse and record.exists()
-           else measure_whole("ragopt", corpus, record, config, out_dir / "growth-ragopt", planned.prediction.modes["ragopt"].wall))
+    run = measure_whole("ragopt", corpus, record, config, out_dir / "growth-ragopt", planned.prediction.modes["ragopt"].wall,
+                        args.reuse)
     drift = machine_drift(planned, config, out_dir, args.reuse)
     predicted = window_rates(planned.model, planned.scan, args.window)
     measured = measured_windows(run, args.window)
@@ -198,7 +199,7 @@ def growth_check(args: argparse.Namespace, out_dir: Path) -> Dict[str, Any]:
             "wall_s": {"predicted": planned.prediction.modes["ragopt"].wall.to_dict(), "measured": run.meta["wall_s"]},
             "machine_drift": drift,
             "records": {"plan": str(out_dir / "growth-plan"), "measured": str(out_dir / "growth-ragopt.json"),
-                        "sample_again": str(out_dir / "sample-again.json")}}
+                        "sample_again": str(out_dir / SAMPLE_AGAIN)}}
 
 
 def _drift_line(drift: Optional[float]) -> str:
