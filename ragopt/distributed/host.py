@@ -10,7 +10,8 @@ never reloads them.
 A knowledge base is open here while any batch or query uses it, and only
 while this process holds its writer lock (``WriterLock``): opened from the
 factory when the first user arrives, every flush fenced by the lease
-(``fence_writes``), the lease renewed every third of its length, and closed
+(``fence_writes``), the lease kept from the moment the lock is taken (renewed
+every third of its length by the lock's own thread), and closed
 (flushed, then the lock released) when the last user leaves. One batch at a
 time writes to it; a second batch, or any use while another process holds
 it, gets ``KnowledgeBaseBusy`` naming the holder.
@@ -79,7 +80,6 @@ class _OpenKB:
     lock: WriterLock
     users: int = 0
     job: Optional[str] = None  # the job whose batch writes now
-    renewer: Optional[asyncio.Task] = None
     lost: Optional[LeaseLost] = None
     batches: Set[asyncio.Task] = field(default_factory=set)
 
@@ -128,15 +128,17 @@ class KnowledgeBaseHost:
         lock = WriterLock(self.client, kb, self.holder, self.config.writer_lease_s)
         if await asyncio.to_thread(lock.acquire) is None:
             raise KnowledgeBaseBusy(kb, await asyncio.to_thread(holder_of, self.client, kb))
+        open_kb = _OpenKB(kb, None, lock)
+        # Kept from here on: building the RAG can outlast the lease (the first in a process imports LightRAG).
+        lock.keep(lambda lost: self.loop.call_soon_threadsafe(self._lease_lost, open_kb, lost))
         try:
-            rag = self.factory(kb, self.config)
-            await ensure_initialized(rag)
-            fence_writes(rag, lock)
+            open_kb.rag = self.factory(kb, self.config)
+            await ensure_initialized(open_kb.rag)
+            fence_writes(open_kb.rag, lock)
         except BaseException:
             await asyncio.to_thread(lock.release)
             raise
-        open_kb = self._open[kb] = _OpenKB(kb, rag, lock)
-        open_kb.renewer = asyncio.create_task(self._keep_lease(open_kb))
+        self._open[kb] = open_kb
         log.info("knowledge base %s opened with writer token %s", kb, lock.token)
         return open_kb
 
@@ -151,7 +153,6 @@ class KnowledgeBaseHost:
     async def _close(self, open_kb: _OpenKB) -> None:
         """Flush (under the lease) and release the knowledge base, then its lock."""
         del self._open[open_kb.name]
-        open_kb.renewer.cancel()
         try:
             await arelease_rag(open_kb.rag)
         except LeaseLost as lost:
@@ -159,17 +160,12 @@ class KnowledgeBaseHost:
         finally:
             await asyncio.to_thread(open_kb.lock.release)
 
-    async def _keep_lease(self, open_kb: _OpenKB) -> None:
-        while True:
-            await asyncio.sleep(self.config.writer_lease_s / 3)
-            try:
-                await asyncio.to_thread(open_kb.lock.renew)
-            except LeaseLost as lost:  # another writer may hold it now: stop; the batch runs again under a new lease
-                log.error("%s", lost)
-                open_kb.lost = lost
-                for batch in list(open_kb.batches):
-                    batch.cancel()
-                return
+    def _lease_lost(self, open_kb: _OpenKB, lost: LeaseLost) -> None:
+        """Another writer may hold the knowledge base now: stop; each batch runs again under a new lease."""
+        log.error("%s", lost)
+        open_kb.lost = lost
+        for batch in list(open_kb.batches):
+            batch.cancel()
 
     # -- work ----------------------------------------------------------------
 

@@ -4,7 +4,8 @@
 free, with a lease of RAGOPT_WRITER_LEASE seconds; the token comes from a
 counter that only grows (``ragopt:kb:<kb>:fence``), so every tenure of the
 knowledge base has its own. ``renew`` extends the lease only while the value is
-still ours; it is also the check a writer makes before every write
+still ours; ``keep`` renews it every third of its length from a thread of its
+own until ``release``. It is also the check a writer makes before every write
 (``ragopt.distributed.fence``), so after a Redis restart or any lost
 connection the writer confirms it still holds the lease before it writes
 again. A dead writer stops renewing and its lease expires; the next writer
@@ -15,8 +16,9 @@ have run out; past that the writer has lost it (``LeaseLost``).
 from __future__ import annotations
 
 import random
+import threading
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 _ACQUIRE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
@@ -60,6 +62,7 @@ class WriterLock:
         self.confirmed_at: Optional[float] = None  # Redis's clock at the last one
         self.reconnects = 0  # times Redis could not be reached and was tried again
         self._valid_until = 0.0  # monotonic: past this, an unconfirmed lease may have expired
+        self._stop_keeping = threading.Event()  # set by release: the keeper's thread ends
         self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
@@ -89,8 +92,30 @@ class WriterLock:
         self.confirmed_at = int(now[0]) + int(now[1]) / 1e6
         self._valid_until = started + self.lease_ms / 1000
 
+    def keep(self, on_lost: Callable[[LeaseLost], None]) -> None:
+        """Renew the lease every third of its length until ``release``; ``on_lost(error)`` once it is lost.
+
+        A thread, not a task of the writer's event loop: that loop can be busy
+        for longer than the lease (a process's first RAGAnything takes 3-5 s to
+        build, mostly imports), and a live writer must not lose its knowledge
+        base to its own busy loop. A dead process renews nothing.
+        """
+        stopped = self._stop_keeping = threading.Event()
+
+        def renew_until_released() -> None:
+            while not stopped.wait(self.lease_ms / 3000):
+                try:
+                    self.renew()
+                except LeaseLost as lost:
+                    if not stopped.is_set():
+                        on_lost(lost)
+                    return
+
+        threading.Thread(target=renew_until_released, name=f"ragopt-lease-{self.kb}", daemon=True).start()
+
     def release(self) -> None:
-        """Free the knowledge base if we still hold it (never someone else's lease)."""
+        """Stop keeping the lease, and free the knowledge base if we still hold it (never someone else's lease)."""
+        self._stop_keeping.set()
         if self.token is not None:
             try:
                 self._call(lambda: self._release(keys=[self.key], args=[self.value]), self._valid_until)

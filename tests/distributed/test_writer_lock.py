@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 
 import pytest
 
@@ -10,7 +11,7 @@ from ragopt.cache.redis_store import redis_client
 from ragopt.compat.raganything import ensure_initialized
 from ragopt.config import RagoptConfig
 from ragopt.distributed.fence import fence_writes
-from ragopt.distributed.lock import LeaseLost, WriterLock, holder_of
+from ragopt.distributed.lock import LeaseLost, WriterLock, holder_of, lock_key
 
 from celery_cluster import poll
 
@@ -47,6 +48,51 @@ def test_the_lease_survives_a_redis_restart_and_is_confirmed_before_going_on(red
     redis_server.start()  # ... and back, with the lock in its append-only file
     renewed.join()
     assert (lock.checks, lock.token, holder_of(client, "kb")) == (1, 1, "node|1|x")
+
+
+def test_a_kept_lease_outlives_its_holders_idle_thread_reports_its_loss_and_stops_at_release(redis_server):
+    client = redis_client(redis_server.url)
+    lock, lost = WriterLock(client, "kb", "node|1|x", 0.6), []
+    lock.acquire()
+    lock.keep(lost.append)
+    time.sleep(1.5)  # the holder's own thread does nothing for 2.5 leases
+    assert (holder_of(client, "kb"), lost) == ("node|1|x", []) and lock.checks >= 2
+    client.delete(lock_key("kb"))  # as if Redis had let the lease run out ...
+    assert WriterLock(client, "kb", "other|2|y", 30).acquire() == 2  # ... and another writer took over
+    poll(lambda: lost)
+    assert [type(error) for error in lost] == [LeaseLost] and "now held by other|2|y" in str(lost[0])
+    lock.release()
+    assert holder_of(client, "kb") == "other|2|y"
+
+    kept = WriterLock(client, "kb2", "node|1|x", 0.6)
+    kept.acquire()
+    kept.keep(lost.append)
+    kept.release()
+    checks = kept.checks
+    time.sleep(0.6)
+    assert (kept.checks, len(lost), holder_of(client, "kb2")) == (checks, 1, None)  # released: renews nothing more
+
+
+def test_a_knowledge_base_slower_to_open_than_its_lease_keeps_its_writer_lock(redis_server, tmp_path):
+    """A worker's first RAGAnything takes 3-5 s to build (imports); under load, longer than the lease."""
+    from ragopt.distributed.app import make_app
+    from ragopt.distributed.host import KnowledgeBaseHost
+
+    config = RagoptConfig(sim_preset="fast", redis_url=redis_server.url, kb_root=str(tmp_path), writer_lease_s=0.6)
+    host = KnowledgeBaseHost(make_app(config, environ={}), "node")
+    build = host.factory
+
+    def slow_factory(kb, config):
+        time.sleep(1.5)  # 2.5 leases, the host's event loop blocked all along
+        return build(kb, config)
+
+    host.factory = slow_factory
+    open_kb = host.run(host._enter("kb"), 120, "open")
+    time.sleep(0.6)
+    client = redis_client(redis_server.url)
+    assert (open_kb.lost, open_kb.lock.token, holder_of(client, "kb")) == (None, 1, host.holder)
+    host.run(host._leave(open_kb), 120, "close")
+    assert holder_of(client, "kb") is None
 
 
 def test_a_writer_cut_off_past_its_lease_has_lost_it(redis_server):
