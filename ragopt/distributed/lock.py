@@ -98,7 +98,8 @@ class WriterLock:
         A thread, not a task of the writer's event loop: that loop can be busy
         for longer than the lease (a process's first RAGAnything takes 3-5 s to
         build, mostly imports), and a live writer must not lose its knowledge
-        base to its own busy loop. A dead process renews nothing.
+        base to its own busy loop. A dead process renews nothing; one stuck for
+        good keeps its knowledge base until it is stopped.
         """
         stopped = self._stop_keeping = threading.Event()
 
