@@ -52,10 +52,10 @@ def test_the_lease_survives_a_redis_restart_and_is_confirmed_before_going_on(red
 
 def test_a_kept_lease_outlives_its_holders_idle_thread_reports_its_loss_and_stops_at_release(redis_server):
     client = redis_client(redis_server.url)
-    lock, lost = WriterLock(client, "kb", "node|1|x", 0.6), []
+    lock, lost = WriterLock(client, "kb", "node|1|x", 1.2), []
     lock.acquire()
     lock.keep(lost.append)
-    time.sleep(1.5)  # the holder's own thread does nothing for 2.5 leases
+    time.sleep(3)  # the holder's own thread does nothing for 2.5 leases
     assert (holder_of(client, "kb"), lost) == ("node|1|x", []) and lock.checks >= 2
     client.delete(lock_key("kb"))  # as if Redis had let the lease run out ...
     assert WriterLock(client, "kb", "other|2|y", 30).acquire() == 2  # ... and another writer took over
@@ -64,12 +64,12 @@ def test_a_kept_lease_outlives_its_holders_idle_thread_reports_its_loss_and_stop
     lock.release()
     assert holder_of(client, "kb") == "other|2|y"
 
-    kept = WriterLock(client, "kb2", "node|1|x", 0.6)
+    kept = WriterLock(client, "kb2", "node|1|x", 1.2)
     kept.acquire()
     kept.keep(lost.append)
     kept.release()
     checks = kept.checks
-    time.sleep(0.6)
+    time.sleep(1.2)
     assert (kept.checks, len(lost), holder_of(client, "kb2")) == (checks, 1, None)  # released: renews nothing more
 
 
@@ -78,17 +78,17 @@ def test_a_knowledge_base_slower_to_open_than_its_lease_keeps_its_writer_lock(re
     from ragopt.distributed.app import make_app
     from ragopt.distributed.host import KnowledgeBaseHost
 
-    config = RagoptConfig(sim_preset="fast", redis_url=redis_server.url, kb_root=str(tmp_path), writer_lease_s=0.6)
+    config = RagoptConfig(sim_preset="fast", redis_url=redis_server.url, kb_root=str(tmp_path), writer_lease_s=1.2)
     host = KnowledgeBaseHost(make_app(config, environ={}), "node")
     build = host.factory
 
     def slow_factory(kb, config):
-        time.sleep(1.5)  # 2.5 leases, the host's event loop blocked all along
+        time.sleep(3)  # 2.5 leases, the host's event loop blocked all along
         return build(kb, config)
 
     host.factory = slow_factory
     open_kb = host.run(host._enter("kb"), 120, "open")
-    time.sleep(0.6)
+    time.sleep(1.2)
     client = redis_client(redis_server.url)
     assert (open_kb.lost, open_kb.lock.token, holder_of(client, "kb")) == (None, 1, host.holder)
     host.run(host._leave(open_kb), 120, "close")
