@@ -3,9 +3,9 @@
 ``acquire`` sets ``ragopt:kb:<kb>:writer`` to ``<token>|<holder>`` only if it is
 free, with a lease of RAGOPT_WRITER_LEASE seconds; the token comes from a
 counter that only grows (``ragopt:kb:<kb>:fence``), so every tenure of the
-knowledge base has its own. ``renew`` extends the lease only while the value is
-still ours; ``keep`` renews it every third of its length from a thread of its
-own until ``release``. It is also the check a writer makes before every write
+knowledge base has its own. ``keep`` renews the lease every third of its
+length from a thread of its own until ``release``. ``renew`` extends it only
+while the value is still ours; it is also the check a writer makes before every write
 (``ragopt.distributed.fence``), so after a Redis restart or any lost
 connection the writer confirms it still holds the lease before it writes
 again. A dead writer stops renewing and its lease expires; the next writer
